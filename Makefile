@@ -1,0 +1,35 @@
+# The two commands: `make run` and `make test`. Everything else is their plumbing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export FLASK_APP := app
+
+.PHONY: run test translations clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
+
+translations: $(VENV)/.runtime
+	$(BIN)/pybabel -q compile -d protect/translations
+
+## Run the app with the embedded default: SQLite, local blobs, demo logins.
+run: $(VENV)/.runtime translations
+	$(BIN)/flask db upgrade
+	$(BIN)/flask protect demo
+	$(BIN)/flask run --host 127.0.0.1 --port 5000
+
+## Run the whole test suite, on SQLite and PostgreSQL.
+test: $(VENV)/.dev translations
+	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,3 @@
+from protect import create_app
+
+app = create_app()

@@ -1,0 +1,101 @@
+"""protect: case management for journalist-protection mechanisms."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from flask import Flask
+from flask_babel import get_locale
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from .crypto.keyring import load_keyring
+from .extensions import babel, csrf, db, limiter, login_manager, migrate
+from .settings import ROOT, load_settings
+
+
+def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
+    settings = load_settings(config_overrides)
+    app = Flask(__name__, instance_path=settings.instance_path,
+                template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app.extensions["protect.settings"] = settings
+    app.extensions["protect.keyring"] = load_keyring(settings.instance, settings.master_keys)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        DEBUG=settings.debug,
+        TESTING=settings.testing,
+        SQLALCHEMY_DATABASE_URI=_sqlalchemy_url(settings.database_url),
+        # Parameters may hold sealed personal data; keep them out of error text.
+        SQLALCHEMY_ENGINE_OPTIONS={"hide_parameters": True, "pool_pre_ping": True},
+        SESSION_COOKIE_NAME="protect_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.env == "production" or settings.public_url.startswith("https://"),
+        MAX_CONTENT_LENGTH=settings.max_upload_mb * 1024 * 1024,
+        MAX_FORM_MEMORY_SIZE=512 * 1024,
+        WTF_CSRF_TIME_LIMIT=None,
+        RATELIMIT_STORAGE_URI=settings.ratelimit_storage_url,
+        RATELIMIT_HEADERS_ENABLED=False,
+        BABEL_DEFAULT_LOCALE=settings.default_locale,
+        BABEL_TRANSLATION_DIRECTORIES=str(ROOT / "protect" / "translations"),
+    )
+    _init_extensions(app)
+    _register(app)
+    return app
+
+
+def _sqlalchemy_url(url: str) -> str:
+    # psycopg 3 is the driver; accept the plain postgresql:// form operators write.
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, _record):
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
+
+
+def _init_extensions(app: Flask) -> None:
+    from .main import select_locale
+    from . import security  # noqa: F401  (registers the user loader)
+    from .security import sessions  # noqa: F401
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True,
+                     compare_type=True)
+    login_manager.init_app(app)
+    login_manager.login_view = "accounts.login"
+    login_manager.login_message = None
+    login_manager.session_protection = None  # sessions are checked server-side instead
+    csrf.init_app(app)
+    limiter.init_app(app)
+    babel.init_app(app, locale_selector=select_locale)
+    logging.getLogger("protect").setLevel(logging.INFO)
+
+
+def _register(app: Flask) -> None:
+    from .accounts.views import bp as accounts_bp
+    from .audit.views import bp as audit_bp
+    from .cases.views import bp as cases_bp
+    from .cli import cli
+    from .deadlines.views import bp as deadlines_bp
+    from .main import bp as main_bp, install_error_handlers, LANGUAGES
+    from .reports.views import bp as reports_bp
+    from .security import access, headers
+    from .vault.views import bp as vault_bp
+
+    for bp in (main_bp, accounts_bp, audit_bp, cases_bp, deadlines_bp, reports_bp, vault_bp):
+        app.register_blueprint(bp)
+    access.install(app)
+    headers.install(app)
+    install_error_handlers(app)
+    app.cli.add_command(cli)
+    app.jinja_env.globals["LANGUAGES"] = LANGUAGES
+    app.jinja_env.globals["get_locale"] = get_locale
+    app.jinja_env.globals["home_endpoint"] = access.home_endpoint

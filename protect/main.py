@@ -1,0 +1,95 @@
+"""Pages that belong to no domain: the front door, language, health, errors."""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Flask, redirect, render_template, request, session, url_for
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from .extensions import db
+from .security.access import home_endpoint
+
+log = logging.getLogger(__name__)
+bp = Blueprint("main", __name__)
+
+LANGUAGES = {"es": "Español", "en": "English"}
+
+ERRORS = {
+    400: (_l("The request could not be understood"),
+          _l("Something in the form was missing or malformed. Go back, reload the page and try again.")),
+    403: (_l("Not allowed"), _l("Your account does not have access to this page.")),
+    404: (_l("Page not found"), _l("There is nothing at this address.")),
+    405: (_l("Not allowed"), _l("This page cannot be used that way.")),
+    413: (_l("Too large"), _l("What you sent is larger than allowed.")),
+    429: (_l("Too many attempts"), _l("Too many attempts in a short time. Wait a minute and try again.")),
+    500: (_l("Something went wrong"), _l("Nothing was saved. Please try again in a moment.")),
+    503: (_l("Try again shortly"), _l("The service is briefly unavailable. Nothing was saved; please try again in a moment.")),
+}
+
+
+@bp.route("/")
+def index():
+    if current_user.is_authenticated:
+        return redirect(url_for(home_endpoint(current_user)))
+    return redirect(url_for("accounts.login"))
+
+
+@bp.route("/health")
+def health():
+    db.session.execute(text("SELECT 1"))
+    return {"status": "ok"}
+
+
+@bp.route("/language", methods=["POST"])
+def set_language():
+    code = request.form.get("language")
+    if code in LANGUAGES:
+        session["locale"] = code
+        if current_user.is_authenticated:
+            current_user.locale = code
+            db.session.commit()
+    target = request.form.get("next", "")
+    if not (target.startswith("/") and not target.startswith("//")):
+        target = url_for("main.index")
+    return redirect(target)
+
+
+def select_locale() -> str:
+    if current_user and current_user.is_authenticated and current_user.locale in LANGUAGES:
+        return current_user.locale
+    if session.get("locale") in LANGUAGES:
+        return session["locale"]
+    return request.accept_languages.best_match(list(LANGUAGES)) or "es"
+
+
+def _render_error(code: int):
+    title, message = ERRORS.get(code, ERRORS[500])
+    return render_template("error.html", title=title, message=message, code=code), code
+
+
+def install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc):
+        return _render_error(400)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        return _render_error(exc.code if exc.code in ERRORS else 400)
+
+    @app.errorhandler(OperationalError)
+    def database_down(exc):
+        db.session.rollback()
+        log.warning("database unavailable: %s", type(exc.orig).__name__)
+        return _render_error(503)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc):
+        # The trace goes to the operator's log (no request data in it), never to the user.
+        log.exception("unhandled error on %s", request.endpoint)
+        db.session.rollback()
+        return _render_error(500)

@@ -1,0 +1,93 @@
+"""The one access policy.
+
+Every endpoint of the app is declared here with who may reach it. A request
+to an endpoint missing from the table is refused (and the test that walks
+every URL rule fails), so a new route cannot be open by accident.
+Object-level rules (whose case, whose vault) live in each domain's service.
+"""
+from __future__ import annotations
+
+import logging
+from enum import Enum
+
+from flask import Flask, abort, redirect, request, url_for
+from flask_login import current_user
+
+log = logging.getLogger(__name__)
+
+
+class Who(str, Enum):
+    PUBLIC = "public"          # anyone, signed in or not
+    PASSWORD_OK = "password"   # between password and second factor; the view checks
+    SIGNED_IN = "signed-in"    # any role
+
+
+J, C, S, D, A = "journalist", "caseworker", "supervisor", "donor", "admin"
+
+POLICY: dict[str, Who | frozenset[str]] = {
+    "static": Who.PUBLIC,
+    "main.index": Who.PUBLIC,
+    "main.health": Who.PUBLIC,
+    "main.set_language": Who.PUBLIC,
+    "accounts.login": Who.PUBLIC,
+    "accounts.second_factor": Who.PASSWORD_OK,
+    "accounts.enrol_totp": Who.PASSWORD_OK,
+    "accounts.logout": Who.SIGNED_IN,
+    "accounts.security": Who.SIGNED_IN,
+    "accounts.change_password": Who.SIGNED_IN,
+    "accounts.new_recovery_codes": Who.SIGNED_IN,
+    "accounts.disable_totp": frozenset({J, D}),
+    "accounts.users": frozenset({A}),
+    "accounts.new_user": frozenset({A}),
+    "accounts.edit_user": frozenset({A}),
+    "audit.index": frozenset({A}),
+    "cases.my_requests": frozenset({J}),
+    "cases.queue": frozenset({C, S}),
+    "deadlines.overview": frozenset({S}),
+    "reports.index": frozenset({D, S}),
+    "vault.index": frozenset({J}),
+}
+
+HOME = {
+    J: "cases.my_requests",
+    C: "cases.queue",
+    S: "deadlines.overview",
+    D: "reports.index",
+    A: "accounts.users",
+}
+
+
+def home_endpoint(user) -> str:
+    return HOME[user.role]
+
+
+def allowed(endpoint: str, user) -> bool:
+    """Whether ``user`` (possibly anonymous) may reach ``endpoint``."""
+    rule = POLICY.get(endpoint)
+    if rule is None:
+        return False
+    if rule in (Who.PUBLIC, Who.PASSWORD_OK):
+        return True
+    if not user.is_authenticated:
+        return False
+    return rule is Who.SIGNED_IN or user.role in rule
+
+
+def _enforce():
+    endpoint = request.endpoint
+    if endpoint is None:  # no route matched: Flask answers 404/405 itself
+        return None
+    rule = POLICY.get(endpoint)
+    if rule is None:
+        log.error("endpoint %s has no access rule; refused", endpoint)
+        abort(403)
+    if allowed(endpoint, current_user):
+        return None
+    if not current_user.is_authenticated:
+        return redirect(url_for("accounts.login", next=request.full_path
+                                if request.method == "GET" else None))
+    abort(403)
+
+
+def install(app: Flask) -> None:
+    app.before_request(_enforce)

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+
+bp = Blueprint("vault", __name__, url_prefix="/vault")
+
+
+@bp.route("/")
+def index():
+    return render_template("vault/index.html", vaults=[])
