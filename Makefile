@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := app
 
-.PHONY: run test translations clean
+.PHONY: run test translations messages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,8 @@ test: $(VENV)/.dev translations
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+## Re-extract translatable strings and merge them into the catalogs.
+messages: $(VENV)/.runtime
+	$(BIN)/pybabel -q extract -F babel.cfg -k _l -k lazy_gettext --no-location --omit-header -o protect/translations/messages.pot .
+	$(BIN)/pybabel -q update -N -i protect/translations/messages.pot -d protect/translations

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
+from wtforms import BooleanField, EmailField, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
 from .models import ROLES
@@ -43,11 +43,11 @@ class ConfirmPasswordForm(FlaskForm):
 class NewUserForm(FlaskForm):
     email = EmailField(_l("E-mail"), validators=[DataRequired(), Length(max=254)])
     name = StringField(_l("Name (optional)"), validators=[Optional(), Length(max=200)])
-    role = SelectField(_l("Role"), choices=[(r, ROLE_LABELS[r]) for r in ROLES])
+    role = SelectField(_l("Role"), choices=[SelectChoice(r, ROLE_LABELS[r]) for r in ROLES])
     password = PasswordField(_l("Initial password"), validators=[DataRequired(), Length(max=256)],
                              render_kw={"autocomplete": "new-password"})
 
 
 class EditUserForm(FlaskForm):
-    role = SelectField(_l("Role"), choices=[(r, ROLE_LABELS[r]) for r in ROLES])
+    role = SelectField(_l("Role"), choices=[SelectChoice(r, ROLE_LABELS[r]) for r in ROLES])
     active = BooleanField(_l("Account enabled"))
