@@ -10,6 +10,7 @@ from flask.cli import AppGroup
 from .accounts import service as accounts
 from .accounts.models import ROLES
 from .audit import service as audit
+from .crypto import keyring as keyring_mod, rotation
 from .errors import DomainError
 from .extensions import db
 
@@ -76,6 +77,53 @@ def demo():
             line += f"   totp_secret: {secret}"
         click.echo(line)
     db.session.commit()
+
+
+@cli.command("rotate-keys")
+@click.option("--new-key/--no-new-key", default=True,
+              help="Make a new master key first (off when keys come from PROTECT_MASTER_KEYS).")
+@click.option("--retire", "retire_kid", metavar="KEYID",
+              help="Instead of rotating, retire a key that no sealed value uses any more.")
+@click.option("--batch", default=500, show_default=True)
+def rotate_keys(new_key, retire_kid, batch):
+    """Re-seal every encrypted column under the newest master key (resumable)."""
+    settings = current_app.extensions["protect.settings"]
+    keys_dir = settings.instance / "keys"
+    if retire_kid:
+        _retire(keys_dir, retire_kid, bool(settings.master_keys))
+        return
+    if new_key:
+        if settings.master_keys:
+            raise click.ClickException(
+                "keys come from PROTECT_MASTER_KEYS: append a new kid:base64 there, "
+                "restart, then run rotate-keys --no-new-key")
+        kid = keyring_mod.write_key_file(keys_dir)
+        click.echo(f"new master key {kid}")
+    ring = keyring_mod.load_keyring(settings.instance, settings.master_keys)
+    current_app.extensions["protect.keyring"] = ring
+
+    def progress(column, done, changed):
+        click.echo(f"  {column}: {done} rows read, {changed} re-sealed")
+
+    changed = rotation.rotate(db.session, db.Model, ring, batch=batch, progress=progress)
+    click.echo(f"done: {changed} values re-sealed under {ring.newest.kid}")
+
+
+def _retire(keys_dir, kid: str, from_env: bool) -> None:
+    ring = current_app.extensions["protect.keyring"]
+    if kid == ring.newest.kid:
+        raise click.ClickException(f"{kid} is the newest key; rotate to a new key first")
+    in_use = rotation.usage(db.session, db.Model).get(kid, 0)
+    if in_use:
+        raise click.ClickException(f"{kid} still seals {in_use} values; run rotate-keys --no-new-key first")
+    if from_env:
+        click.echo(f"no value uses {kid}: remove it from PROTECT_MASTER_KEYS")
+        return
+    path = keys_dir / f"{kid}.key"
+    if not path.exists():
+        raise click.ClickException(f"no key file for {kid}")
+    path.unlink()
+    click.echo(f"retired {kid}: its key file is deleted")
 
 
 @cli.command("audit-verify")

@@ -58,17 +58,23 @@ class sealed:
     """Descriptor giving the plaintext of a ``Ciphertext`` column.
 
     ``index`` names a blind-index column kept in step, and ``normalise``
-    the form the index is computed on (e.g. lower-cased e-mail).
+    the form the index is computed on (e.g. lower-cased e-mail). With
+    ``binary`` the plaintext is bytes (wrapped keys) rather than text, and
+    ``purpose="wrap"`` seals under the key-wrapping key.
     """
 
     def __init__(self, column: str, *, index: str | None = None,
-                 normalise: Callable[[str], str] = lambda v: v):
+                 normalise: Callable[[str], str] = lambda v: v,
+                 binary: bool = False, purpose: str = "columns"):
         self.column = column
         self.index = index
         self.normalise = normalise
+        self.binary = binary
+        self.purpose = purpose
 
     def __set_name__(self, owner, name):
         self.name = name
+        self.owner = owner
 
     def _aad(self, obj) -> str:
         if not obj.id:
@@ -84,18 +90,19 @@ class sealed:
         cache = obj.__dict__.get(f"_plain_{self.name}")
         if cache is not None and cache[0] == ct:
             return cache[1]
-        plain = keyring().open(ct, self._aad(obj)).decode()
+        plain = keyring().open(ct, self._aad(obj), purpose=self.purpose)
+        plain = plain if self.binary else plain.decode()
         obj.__dict__[f"_plain_{self.name}"] = (ct, plain)
         return plain
 
-    def __set__(self, obj, value: str | None):
+    def __set__(self, obj, value: str | bytes | None):
         if value is None:
             setattr(obj, self.column, None)
             if self.index:
                 setattr(obj, self.index, None)
             return
         ring = keyring()
-        ct = ring.seal(value.encode(), self._aad(obj))
+        ct = ring.seal(value if self.binary else value.encode(), self._aad(obj), purpose=self.purpose)
         setattr(obj, self.column, ct)
         obj.__dict__[f"_plain_{self.name}"] = (ct, value)
         if self.index:
@@ -104,3 +111,14 @@ class sealed:
     def lookup(self, model, value: str):
         """A WHERE clause matching ``value`` under any master key in use."""
         return getattr(model, self.index).in_(keyring().blind_indexes(self.normalise(value)))
+
+
+def sealed_attributes(model_base) -> list[tuple[type, sealed]]:
+    """Every sealed attribute of every mapped model (for rotation and retirement)."""
+    found = []
+    for mapper in model_base.registry.mappers:
+        for klass in mapper.class_.__mro__:
+            for value in vars(klass).values():
+                if isinstance(value, sealed) and value.owner is klass:
+                    found.append((mapper.class_, value))
+    return sorted(found, key=lambda item: (item[0].__tablename__, item[1].column))

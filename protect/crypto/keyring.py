@@ -135,13 +135,17 @@ class Keyring:
 
 
 def new_kid() -> str:
-    return "k" + datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S") + secrets.token_hex(2)
+    # Key files are ordered by name, so ids sort by creation time.
+    return "k" + datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S%f")
 
 
 def write_key_file(keys_dir: Path, kid: str | None = None) -> str:
     """Create a new master key file (mode 0600) and return its id."""
     keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     kid = kid or new_kid()
+    existing = sorted(p.stem for p in keys_dir.glob("*.key"))
+    if existing and kid <= existing[-1]:
+        raise KeyringError(f"new key id {kid} would not sort after {existing[-1]}")
     fd = os.open(keys_dir / f"{kid}.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
