@@ -220,10 +220,14 @@ class BlobStore(ABC):
 
 # --- local disk ---------------------------------------------------------------
 
-def _os_error(exc: OSError) -> BaseException:
-    if exc.errno in _FULL_ERRNOS:
-        return StorageFull(f"storage full: {exc}")
-    return exc
+@contextmanager
+def _disk_errors() -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _FULL_ERRNOS:
+            raise StorageFull(f"storage full: {exc}") from exc
+        raise
 
 
 def _fsync_dir(path: Path) -> None:
@@ -353,32 +357,32 @@ class _LocalWriter(BlobWriter):
         self._tmp = store.tmp / f"{blob_id}.{secrets.token_hex(8)}.tmp"
         self._fd = -1
         try:
-            self._fd = os.open(
-                self._tmp,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o600,
-            )
-        except OSError as exc:
+            with _disk_errors():
+                self._fd = os.open(
+                    self._tmp,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                )
+        except BaseException:
             self.abort()
-            raise _os_error(exc) from exc
+            raise
 
     def _write(self, view: memoryview) -> None:
-        try:
+        with _disk_errors():
             while view:
                 view = view[os.write(self._fd, view):]
-        except OSError as exc:
-            raise _os_error(exc) from exc
 
     def _commit(self) -> None:
-        try:
+        with _disk_errors():
             os.fsync(self._fd)
             fd, self._fd = self._fd, -1
             os.close(fd)
             final = self._store._path(self.blob_id, create_dir=True)
             os.replace(self._tmp, final)
+            # Should this fsync fail, the complete blob stays visible but the
+            # caller sees an error and never records the id: an orphan, not a
+            # partial blob.
             _fsync_dir(final.parent)
-        except OSError as exc:
-            raise _os_error(exc) from exc
 
     def _abort(self) -> None:
         if self._fd >= 0:
