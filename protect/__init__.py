@@ -9,6 +9,7 @@ from flask_babel import get_locale
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from .crypto.blobs import blob_store_from_url
 from .crypto.keyring import load_keyring
 from .extensions import babel, csrf, db, limiter, login_manager, migrate
 from .settings import ROOT, load_settings
@@ -20,6 +21,8 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
                 template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     app.extensions["protect.settings"] = settings
     app.extensions["protect.keyring"] = load_keyring(settings.instance, settings.master_keys)
+    app.extensions["protect.blobs"] = blob_store_from_url(
+        settings.blob_url, endpoint_url=settings.s3_endpoint_url or None)
     app.config.update(
         SECRET_KEY=settings.secret_key,
         DEBUG=settings.debug,
@@ -63,9 +66,10 @@ def _sqlite_pragmas(dbapi_connection, _record):
 
 
 def _init_extensions(app: Flask) -> None:
+    from .crypto import uploads
     from .main import select_locale
-    from . import security  # noqa: F401  (registers the user loader)
-    from .security import sessions  # noqa: F401
+    from .security import access, sessions  # noqa: F401  (sessions registers the user loader)
+    uploads.install(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True,
                      compare_type=True)
@@ -73,6 +77,9 @@ def _init_extensions(app: Flask) -> None:
     login_manager.login_view = "accounts.login"
     login_manager.login_message = None
     login_manager.session_protection = None  # sessions are checked server-side instead
+    # The access policy runs before CSRF checking, which parses the body:
+    # nobody without access gets a request body read at all.
+    access.install(app)
     csrf.init_app(app)
     limiter.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
@@ -86,16 +93,16 @@ def _register(app: Flask) -> None:
     from .cli import cli
     from .deadlines.views import bp as deadlines_bp
     from .main import bp as main_bp, install_error_handlers, LANGUAGES
+    from .security.access import home_endpoint
     from .reports.views import bp as reports_bp
-    from .security import access, headers
+    from .security import headers
     from .vault.views import bp as vault_bp
 
     for bp in (main_bp, accounts_bp, audit_bp, cases_bp, deadlines_bp, reports_bp, vault_bp):
         app.register_blueprint(bp)
-    access.install(app)
     headers.install(app)
     install_error_handlers(app)
     app.cli.add_command(cli)
     app.jinja_env.globals["LANGUAGES"] = LANGUAGES
     app.jinja_env.globals["get_locale"] = get_locale
-    app.jinja_env.globals["home_endpoint"] = access.home_endpoint
+    app.jinja_env.globals["home_endpoint"] = home_endpoint

@@ -8,7 +8,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from .extensions import db
@@ -24,7 +24,7 @@ ERRORS = {
           _l("Something in the form was missing or malformed. Go back, reload the page and try again.")),
     403: (_l("Not allowed"), _l("Your account does not have access to this page.")),
     404: (_l("Page not found"), _l("There is nothing at this address.")),
-    405: (_l("Not allowed"), _l("This page cannot be used that way.")),
+    405: (_l("Not possible here"), _l("This page cannot be used that way.")),
     413: (_l("Too large"), _l("What you sent is larger than allowed.")),
     429: (_l("Too many attempts"), _l("Too many attempts in a short time. Wait a minute and try again.")),
     500: (_l("Something went wrong"), _l("Nothing was saved. Please try again in a moment.")),
@@ -54,7 +54,10 @@ def set_language():
             current_user.locale = code
             db.session.commit()
     target = request.form.get("next", "")
-    if not (target.startswith("/") and not target.startswith("//")):
+    # Only a local path. No control characters: URL parsing drops tabs and
+    # newlines, so "/\t/evil.org" would leave as "//evil.org".
+    if not (target.startswith("/") and not target.startswith("//") and "\\" not in target
+            and target.isprintable()):
         target = url_for("main.index")
     return redirect(target)
 
@@ -75,11 +78,20 @@ def _render_error(code: int):
 def install_error_handlers(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def csrf_error(exc):
+        log.info("CSRF check refused a request to %s: %s", request.endpoint, exc.description)
         return _render_error(400)
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
         return _render_error(exc.code if exc.code in ERRORS else 400)
+
+    @app.errorhandler(DataError)
+    def refused_by_database(exc):
+        # Input the database will not store or compare (a NUL byte in text on
+        # PostgreSQL, a number out of range): the request was malformed.
+        db.session.rollback()
+        log.warning("database refused input on %s: %s", request.endpoint, type(exc.orig).__name__)
+        return _render_error(400)
 
     @app.errorhandler(OperationalError)
     def database_down(exc):

@@ -11,6 +11,7 @@ from flask_login import current_user
 from ..errors import DomainError, NotFound
 from ..extensions import db, limiter
 from ..security import sessions, totp
+from ..security.passwords import MIN_LENGTH
 from ..security.access import home_endpoint
 from . import service
 from .forms import (CodeForm, ConfirmPasswordForm, EditUserForm, LoginForm, NewUserForm,
@@ -169,7 +170,7 @@ def change_password():
             db.session.commit()
             flash(_("Your password was changed. Every other session of yours has been ended."), "success")
             return redirect(url_for(".security"))
-    return render_template("accounts/change_password.html", form=form)
+    return render_template("accounts/change_password.html", form=form, min_length=MIN_LENGTH)
 
 
 @bp.route("/account/recovery-codes", methods=["POST"])
@@ -227,7 +228,7 @@ def new_user():
             form.form_errors.append(exc.message)
         else:
             db.session.commit()
-            flash(_("Account created. Staff enrol their second factor at first sign-in."), "success")
+            flash(_("Account created. Caseworkers, supervisors and administrators set up two-step verification at their first sign-in."), "success")
             return redirect(url_for(".edit_user", user_id=user.id))
     return render_template("accounts/new_user.html", form=form)
 

@@ -1,0 +1,161 @@
+"""Uploads that never write plaintext.
+
+Werkzeug's form parser asks the request for a stream for every file part.
+protect answers with an ``EncryptedUpload``: the bytes of the part go, 64 KiB
+at a time as they arrive, through age encryption straight into a blob
+writer. Nothing reaches a temporary file or stays in memory.
+
+A view accepts files only when it says so with ``@accepts_uploads``, naming
+who the files are encrypted to; a file sent anywhere else is refused before
+a byte of it is stored. Blobs not committed by the view before the request
+ends (a failed form, an error, a client gone mid-upload) are aborted.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Callable
+
+from flask import Flask, Request, current_app, g, request
+from flask_babel import lazy_gettext as _l
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, ServiceUnavailable
+
+from . import agefile
+from .blobs import BlobStore, BlobTooLarge, StorageFull, StorageUnavailable
+
+
+@dataclass(frozen=True)
+class UploadPolicy:
+    recipients: Callable[[], list[str]]
+    max_bytes: Callable[[], int]
+
+
+def accepts_uploads(recipients: Callable[[], list[str]], *,
+                    max_bytes: Callable[[], int] | None = None):
+    """Mark a view as taking files, encrypted to ``recipients()`` (age strings),
+    each at most ``max_bytes()`` (default: the app's upload limit)."""
+    def mark(view):
+        view.upload_policy = UploadPolicy(recipients, max_bytes or _default_max)
+        return view
+    return mark
+
+
+def _default_max() -> int:
+    return current_app.extensions["protect.settings"].max_upload_mb * 1024 * 1024
+
+
+def blob_store() -> BlobStore:
+    return current_app.extensions["protect.blobs"]
+
+
+class UploadTooLarge(RequestEntityTooLarge):
+    description = _l("The file is larger than allowed.")
+
+
+class StorageProblem(ServiceUnavailable):
+    pass
+
+
+class EncryptedUpload(io.RawIOBase):
+    """One uploaded file, encrypted while it arrives into an uncommitted blob."""
+
+    def __init__(self, store: BlobStore, recipients: list[str], max_bytes: int,
+                 filename: str | None, content_type: str | None):
+        super().__init__()
+        self.filename = filename
+        self.content_type = content_type
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._blob = store.writer()
+        self.blob_id = self._blob.blob_id
+        self._age = agefile.open_encrypted(self._blob, recipients)
+        self.finished = False
+        self.committed = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        n = len(data)
+        self.size += n
+        if self.size > self.max_bytes:
+            self.abort()
+            raise UploadTooLarge()
+        try:
+            self._age.write(data)
+        except (BlobTooLarge, StorageFull, StorageUnavailable) as exc:
+            self.abort()
+            raise _storage_error(exc) from None
+        return n
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        # The form parser rewinds a part once it is complete: that is where
+        # the age stream gets its final chunk.
+        if offset == 0 and whence == 0 and not self.finished:
+            try:
+                self._age.close()
+            except (StorageFull, StorageUnavailable) as exc:
+                self.abort()
+                raise _storage_error(exc) from None
+            self.finished = True
+        return 0
+
+    def commit(self) -> str:
+        """Publish the blob; call before committing the row that names it."""
+        if not self.finished:
+            raise ValueError("upload not complete")
+        try:
+            self._blob.commit()
+        except (StorageFull, StorageUnavailable) as exc:
+            raise _storage_error(exc) from None
+        self.committed = True
+        return self.blob_id
+
+    def abort(self) -> None:
+        self._blob.abort()
+
+    def close(self) -> None:
+        if not self.committed:
+            self.abort()
+        super().close()
+
+
+def _storage_error(exc: Exception):
+    if isinstance(exc, StorageFull):
+        return StorageProblem(description=str(_l("There is no room to store the file right now. Nothing was saved; the team has been told.")))
+    return StorageProblem(description=str(_l("File storage cannot be reached right now. Nothing was saved; please try again in a few minutes.")))
+
+
+class ProtectRequest(Request):
+    def _get_file_stream(self, total_content_length, content_type, filename=None,
+                         content_length=None):
+        view = current_app.view_functions.get(self.endpoint) if self.endpoint else None
+        policy: UploadPolicy | None = getattr(view, "upload_policy", None)
+        if policy is None:
+            raise BadRequest(description=str(_l("Files cannot be sent here.")))
+        try:
+            upload = EncryptedUpload(blob_store(), policy.recipients(), policy.max_bytes(),
+                                     filename, content_type)
+        except (StorageFull, StorageUnavailable) as exc:
+            raise _storage_error(exc) from None
+        g.setdefault("uploads", []).append(upload)
+        return upload
+
+
+def uploaded(name: str) -> EncryptedUpload | None:
+    """The encrypted upload of form field ``name``, if a file was sent."""
+    storage = request.files.get(name)
+    if storage is None or not storage.filename and not storage.stream.size:
+        return None
+    return storage.stream
+
+
+def _discard_uncommitted(_exc):
+    for upload in g.pop("uploads", []):
+        if not upload.committed:
+            upload.abort()
+
+
+def install(app: Flask) -> None:
+    app.request_class = ProtectRequest
+    app.teardown_request(_discard_uncommitted)
