@@ -272,3 +272,21 @@ def test_live_upload_cut_off_half_way_leaves_no_blob_and_no_row(app, live_upload
     assert _leftovers(app) == ([], [])
     with app.app_context():
         assert db.session.query(AuditEntry).filter_by(action="test.upload").count() == 0
+
+
+def test_uploads_into_s3_object_storage(app, database_url, tmp_path, identity, moto_server, s3_bucket,
+                                        s3_client):
+    s3_app = make(dict(instance_path=str(tmp_path / "instance"), database_url=database_url, env="test",
+                       secret_key="s" * 40, blob_url=f"s3://{s3_bucket}/evidence",
+                       s3_endpoint_url=moto_server), identity[1], 60 * MiB)
+    client = s3_app.test_client()
+    response = _post(client, MultipartStream(9 * MiB + 5, b"S3-ROUND-TRIP", _token(client)))
+    assert response.status_code == 200
+    out = io.BytesIO()
+    with _store(s3_app).open(response.json["blob"]) as src:
+        agefile.decrypt(src, out, [identity[0]])
+    assert len(out.getvalue()) == 9 * MiB + 5 and out.getvalue().startswith(b"S3-ROUND-TRIP")
+    s3_app.config["UPLOAD_MAX_BYTES"] = 1 * MiB
+    assert _post(client, MultipartStream(12 * MiB, b"TOO-BIG", _token(client))).status_code == 413
+    assert list(_store(s3_app).ids()) == [response.json["blob"]]
+    assert s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
