@@ -89,7 +89,9 @@ def _init_extensions(app: Flask) -> None:
 def _register(app: Flask) -> None:
     from .accounts.views import bp as accounts_bp
     from .audit.views import bp as audit_bp
+    from .cases.intake import bp as intake_bp
     from .cases.views import bp as cases_bp
+    from .crypto import serverkeys  # noqa: F401  (model)
     from .cli import cli
     from .deadlines.views import bp as deadlines_bp
     from .main import bp as main_bp, install_error_handlers, LANGUAGES
@@ -98,7 +100,7 @@ def _register(app: Flask) -> None:
     from .security import headers
     from .vault.views import bp as vault_bp
 
-    for bp in (main_bp, accounts_bp, audit_bp, cases_bp, deadlines_bp, reports_bp, vault_bp):
+    for bp in (main_bp, accounts_bp, audit_bp, intake_bp, cases_bp, deadlines_bp, reports_bp, vault_bp):
         app.register_blueprint(bp)
     headers.install(app)
     install_error_handlers(app)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Flask, redirect, render_template, request, session, url_for
+from flask import (Blueprint, Flask, current_app, has_request_context, redirect, render_template,
+                   request, session, url_for)
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
@@ -63,6 +64,8 @@ def set_language():
 
 
 def select_locale() -> str:
+    if not has_request_context():  # CLI, sweeper, tests calling services
+        return current_app.extensions["protect.settings"].default_locale
     if current_user and current_user.is_authenticated and current_user.locale in LANGUAGES:
         return current_user.locale
     if session.get("locale") in LANGUAGES:

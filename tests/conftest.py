@@ -23,6 +23,9 @@ from protect.extensions import db
 PG_ADMIN_URL = os.environ.get("PROTECT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = os.environ.get("PROTECT_TEST_BACKENDS", "sqlite,postgresql").split(",")
 
+# Reference data the migrations seed: kept between tests.
+SEEDED = {"measure_types"}
+
 # Cheap Argon2 in tests; the real cost is measured in bench/argon2_cost.py.
 FAST = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_parallelism": 1}
 
@@ -68,7 +71,7 @@ def app(database_url, tmp_path):
     app = make_app(tmp_path, database_url)
     yield app
     with app.app_context():
-        tables = [t.name for t in reversed(db.metadata.sorted_tables)]
+        tables = [t.name for t in reversed(db.metadata.sorted_tables) if t.name not in SEEDED]
         with db.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))

@@ -1,13 +1,11 @@
+"""The staff side of a case: queue, case page, workflow steps."""
 from __future__ import annotations
 
 from flask import Blueprint, render_template
 
+from . import service  # noqa: F401
+
 bp = Blueprint("cases", __name__)
-
-
-@bp.route("/my/requests")
-def my_requests():
-    return render_template("cases/my_requests.html", cases=[])
 
 
 @bp.route("/queue")

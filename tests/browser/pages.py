@@ -114,7 +114,7 @@ class SecondFactorPage(BasePage):
 
 
 class HomePage(BasePage):
-    """A role's landing page (cases.my_requests, cases.queue, ...)."""
+    """A role's landing page (intake.my_requests, cases.queue, ...)."""
 
     HOMES = {"journalist": "/my/requests", "caseworker": "/queue", "supervisor": "/overview",
              "donor": "/reports/", "admin": "/admin/users"}
