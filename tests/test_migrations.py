@@ -43,3 +43,27 @@ def test_every_migration_upgrades_and_downgrades(empty_app):
         previous = revision
     downgrade(revision="base")
     assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
+
+
+def test_data_survives_every_later_migration(empty_app):
+    """Rows written at the first revision are still there, readable, at head."""
+    from protect.accounts import service
+    from protect.accounts.models import User
+    from sqlalchemy import text
+    revisions = _revisions()
+    upgrade(revision=revisions[0])
+    # At revision 1 only the accounts tables exist: write through raw SQL shaped like the ORM.
+    user = User(role="journalist", password_hash="x")
+    user.email = "seeded@example.org"
+    db.session.execute(text(
+        "INSERT INTO users (id, email, email_index, role, password_hash, active, totp_enabled, "
+        "created_at, password_changed_at) VALUES (:id, :email, :idx, 'journalist', 'x', :t, :f, "
+        "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+        {"id": user.id, "email": user.email_ct, "idx": user.email_index, "t": True, "f": False})
+    db.session.commit()
+    upgrade()
+    db.session.expunge_all()
+    found = service.find_by_email(db.session, "SEEDED@example.org")
+    assert found is not None and found.email == "seeded@example.org"
+    count = db.session.execute(text("SELECT COUNT(*) FROM measure_types")).scalar_one()
+    assert count == 15
