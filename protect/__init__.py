@@ -67,7 +67,7 @@ def _sqlite_pragmas(dbapi_connection, _record):
 
 def _init_extensions(app: Flask) -> None:
     from .crypto import uploads
-    from .main import select_locale
+    from .main import refuse_json_bodies, select_locale
     from .security import access, sessions  # noqa: F401  (sessions registers the user loader)
     uploads.install(app)
     db.init_app(app)
@@ -80,6 +80,7 @@ def _init_extensions(app: Flask) -> None:
     # The access policy runs before CSRF checking, which parses the body:
     # nobody without access gets a request body read at all.
     access.install(app)
+    app.before_request(refuse_json_bodies)
     csrf.init_app(app)
     limiter.init_app(app)
     babel.init_app(app, locale_selector=select_locale)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import (Blueprint, Flask, current_app, has_request_context, redirect, render_template,
+from flask import (Blueprint, abort, Flask, current_app, has_request_context, redirect, render_template,
                    request, session, url_for)
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -54,13 +54,24 @@ def set_language():
         if current_user.is_authenticated:
             current_user.locale = code
             db.session.commit()
-    target = request.form.get("next", "")
-    # Only a local path. No control characters: URL parsing drops tabs and
-    # newlines, so "/\t/evil.org" would leave as "//evil.org".
-    if not (target.startswith("/") and not target.startswith("//") and "\\" not in target
+    return redirect(safe_local_path(request.form.get("next")) or url_for("main.index"))
+
+
+def safe_local_path(target: str | None) -> str | None:
+    """``target`` if it is a path on this site, else None (never send anyone
+    to another host). No control characters: URL parsing drops tabs and
+    newlines, so "/\t/evil.org" would leave as "//evil.org"."""
+    if (target and target.startswith("/") and not target.startswith("//") and "\\" not in target
             and target.isprintable()):
-        target = url_for("main.index")
-    return redirect(target)
+        return target
+    return None
+
+
+def refuse_json_bodies():
+    # Every form here is an HTML form; Flask-WTF would also read a JSON body,
+    # letting numbers and lists reach validators that expect text.
+    if request.method not in ("GET", "HEAD", "OPTIONS") and request.is_json:
+        abort(400)
 
 
 def select_locale() -> str:

@@ -16,10 +16,9 @@ from protect import create_app
 from protect.audit import service as audit
 from protect.crypto.uploads import accepts_uploads, uploaded
 from protect.extensions import db
-from protect.security.access import POLICY, Who
+from protect.security.access import Who
 
 bp = Blueprint("uploadtest", __name__)
-POLICY.setdefault("uploadtest.upload", Who.PUBLIC)
 
 
 @bp.route("/test-upload", methods=["GET", "POST"])
@@ -41,6 +40,7 @@ def make(overrides: dict, recipient: str, max_bytes: int):
     app = create_app(overrides)
     app.config.update(UPLOAD_RECIPIENT=recipient, UPLOAD_MAX_BYTES=max_bytes)
     app.register_blueprint(bp)
+    app.extensions["protect.policy"]["uploadtest.upload"] = Who.PUBLIC
     return app
 
 

@@ -157,6 +157,8 @@ def create_user(db: Session, actor: User | None, *, email: str, role: str, passw
     if actor is not None and actor.role != "admin":
         raise PermissionDenied(_l("Only administrators create accounts."))
     email = email.strip()
+    if not email.isprintable() or (name and not name.isprintable()):
+        raise DomainError(_l("Remove the control characters from the e-mail address and name."))
     if role not in ROLES:
         raise DomainError(_l("Choose one of the roles."))
     if "@" not in email or len(email) > 254 or any(c.isspace() for c in email):

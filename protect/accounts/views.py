@@ -10,6 +10,7 @@ from flask_login import current_user
 
 from ..errors import DomainError, NotFound
 from ..extensions import db, limiter
+from ..main import safe_local_path
 from ..security import sessions, totp
 from ..security.passwords import MIN_LENGTH
 from ..security.access import home_endpoint
@@ -43,13 +44,6 @@ def _failed(response) -> bool:
     return response.status_code == FAILED
 
 
-def _safe_next(target: str | None) -> str | None:
-    # Only local paths: never send a user to another host after login.
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return None
-
-
 def _pending_user() -> User | None:
     pending = session.get("pending")
     if not pending or time.time() - pending.get("at", 0) > PENDING_SECONDS:
@@ -60,7 +54,7 @@ def _pending_user() -> User | None:
 
 
 def _finish_login(user: User, method: str):
-    target = _safe_next(session.get("pending", {}).get("next"))
+    target = safe_local_path(session.get("pending", {}).get("next"))
     service.complete_login(db.session, user, method)
     sessions.start(user)
     db.session.commit()
@@ -83,7 +77,7 @@ def login():
             form.form_errors.append(_("The e-mail address or password is not right."))
             return render_template("accounts/login.html", form=form), FAILED
         db.session.commit()  # a rehashed password
-        next_path = _safe_next(request.args.get("next"))
+        next_path = safe_local_path(request.args.get("next"))
         if user.totp_enabled or user.needs_totp:
             session.clear()
             session["pending"] = {"uid": user.id, "at": time.time(), "next": next_path}

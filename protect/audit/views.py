@@ -12,9 +12,10 @@ bp = Blueprint("audit", __name__, url_prefix="/admin/audit")
 
 def _date(name: str):
     try:
-        return datetime.strptime(request.args.get(name, ""), "%Y-%m-%d").date()
+        day = datetime.strptime(request.args.get(name, ""), "%Y-%m-%d").date()
     except ValueError:
         return None
+    return day if day.year < 9999 else None  # the day after must exist
 
 
 @bp.route("/")

@@ -126,11 +126,29 @@ def _storage_error(exc: Exception):
     return StorageProblem(description=str(_l("File storage cannot be reached right now. Nothing was saved; please try again in a few minutes.")))
 
 
+# Bodies of views that take no files are small forms; a large one is refused
+# before it is read rather than parsed into memory.
+FORM_BODY_LIMIT = 1024 * 1024
+
+
 class ProtectRequest(Request):
+    @property
+    def max_content_length(self) -> int | None:
+        limit = super().max_content_length
+        if getattr(self._view(), "upload_policy", None) is None:
+            return min(limit or FORM_BODY_LIMIT, FORM_BODY_LIMIT)
+        return limit
+
+    @max_content_length.setter
+    def max_content_length(self, value: int | None) -> None:
+        Request.max_content_length.fset(self, value)
+
+    def _view(self):
+        return current_app.view_functions.get(self.endpoint) if self.endpoint else None
+
     def _get_file_stream(self, total_content_length, content_type, filename=None,
                          content_length=None):
-        view = current_app.view_functions.get(self.endpoint) if self.endpoint else None
-        policy: UploadPolicy | None = getattr(view, "upload_policy", None)
+        policy: UploadPolicy | None = getattr(self._view(), "upload_policy", None)
         if policy is None:
             raise BadRequest(description=str(_l("Files cannot be sent here.")))
         try:

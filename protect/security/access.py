@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from enum import Enum
 
-from flask import Flask, abort, redirect, request, url_for
+from flask import Flask, abort, current_app, has_app_context, redirect, request, url_for
 from flask_login import current_user
 
 log = logging.getLogger(__name__)
@@ -82,9 +82,15 @@ def home_endpoint(user) -> str:
     return HOME[user.role]
 
 
+def policy() -> dict:
+    """This app's table: POLICY, plus what a test or benchmark app added to it
+    (outside an app, the declared POLICY itself)."""
+    return current_app.extensions["protect.policy"] if has_app_context() else POLICY
+
+
 def allowed(endpoint: str, user) -> bool:
     """Whether ``user`` (possibly anonymous) may reach ``endpoint``."""
-    rule = POLICY.get(endpoint)
+    rule = policy().get(endpoint)
     if rule is None:
         return False
     if rule in (Who.PUBLIC, Who.PASSWORD_OK):
@@ -98,7 +104,7 @@ def _enforce():
     endpoint = request.endpoint
     if endpoint is None:  # no route matched: Flask answers 404/405 itself
         return None
-    rule = POLICY.get(endpoint)
+    rule = policy().get(endpoint)
     if rule is None:
         log.error("endpoint %s has no access rule; refused", endpoint)
         abort(403)
@@ -111,4 +117,5 @@ def _enforce():
 
 
 def install(app: Flask) -> None:
+    app.extensions["protect.policy"] = dict(POLICY)
     app.before_request(_enforce)

@@ -185,12 +185,15 @@ def test_upload_with_bad_csrf_token_is_discarded(upload_app):
     assert _leftovers(upload_app) == ([], [])
 
 
-def test_files_are_refused_where_no_view_takes_them(upload_app):
+@pytest.mark.parametrize("size, status", [(100 * 1024, 400), (2 * MiB, 413)])
+def test_files_are_refused_where_no_view_takes_them(upload_app, size, status):
+    """A form that takes no files refuses a file part, and a body over the
+    small-form limit is refused before it is read."""
     client = upload_app.test_client()
-    stream = MultipartStream(1 * MiB, b"STRAY", _token(client))
+    stream = MultipartStream(size, b"STRAY", _token(client))
     response = client.post("/login", input_stream=stream, content_length=stream.length,
                            content_type=f"multipart/form-data; boundary={BOUNDARY}")
-    assert response.status_code == 400
+    assert response.status_code == status
     assert _leftovers(upload_app) == ([], [])
 
 
