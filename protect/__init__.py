@@ -98,12 +98,14 @@ def _register(app: Flask) -> None:
     from .main import bp as main_bp, install_error_handlers, LANGUAGES
     from .security.access import home_endpoint
     from .reports.views import bp as reports_bp
+    from .deadlines import sweeper
     from .security import headers
     from .vault.views import bp as vault_bp
 
     for bp in (main_bp, accounts_bp, audit_bp, intake_bp, cases_bp, deadlines_bp, reports_bp, vault_bp):
         app.register_blueprint(bp)
     headers.install(app)
+    sweeper.install(app)
     install_error_handlers(app)
     app.cli.add_command(cli)
     app.jinja_env.globals["LANGUAGES"] = LANGUAGES

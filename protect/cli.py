@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 
 import click
 from flask import current_app
@@ -12,6 +13,7 @@ from .accounts.models import ROLES
 from .audit import service as audit
 from .crypto import keyring as keyring_mod, rotation
 from .errors import DomainError
+from .deadlines import service as deadlines
 from .extensions import db
 
 cli = AppGroup("protect", help="protect's operator commands.")
@@ -124,6 +126,15 @@ def _retire(keys_dir, kid: str, from_env: bool) -> None:
         raise click.ClickException(f"no key file for {kid}")
     path.unlink()
     click.echo(f"retired {kid}: its key file is deleted")
+
+
+@cli.command("sweep")
+def sweep():
+    """Move clocks to due-soon/overdue, notify, escalate. Safe to run from many hosts."""
+    settings = current_app.extensions["protect.settings"]
+    result = deadlines.sweep(db.session, escalate_after=timedelta(minutes=settings.escalate_after_minutes))
+    click.echo(f"due soon: {result.due_soon}, overdue: {result.overdue}, "
+               f"escalated: {result.escalated}, notifications: {result.notifications}")
 
 
 @cli.command("audit-verify")

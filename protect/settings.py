@@ -47,6 +47,10 @@ class Settings:
     max_upload_mb: int = 100
     mail_server: str = ""
     mail_from: str = "protect@localhost"
+    # Overdue clocks go to the supervisors this long after they became overdue.
+    escalate_after_minutes: int = 60
+    # The web process sweeps on a thread this often (0: off; run `flask protect sweep` from a timer).
+    sweep_interval_seconds: int = 60
     testing: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template
 
+from . import service  # noqa: F401
+
 bp = Blueprint("deadlines", __name__)
 
 

@@ -1,0 +1,385 @@
+"""Clocks: started and stopped by case events, watched by the sweep.
+
+A policy names the events that start its clock and the one that stops it.
+``on_event`` is called for every case event (in the same transaction), so
+clocks cannot drift from the timeline. ``sweep`` moves clocks to due-soon
+and overdue with set-based queries and writes one notification per
+transition; escalation to supervisors happens once per overdue clock.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from flask_babel import gettext, lazy_gettext as _l, ngettext
+from sqlalchemy import and_, case as sql_case, func, select, update
+from sqlalchemy.orm import Session
+
+from ..accounts.models import User
+from ..audit import service as audit
+from ..cases.models import Case, CaseEvent
+from ..errors import DomainError, PermissionDenied
+from ..extensions import utcnow
+from ..notify.service import notify_many
+from .calendar import TZ, UNITS, Calendar
+from .models import Clock, Closure, DeadlinePolicy
+
+OPEN = ("running", "due_soon", "overdue", "paused")
+TERMINAL_EVENTS = {"closed", "withdrawn"}
+
+STAGES = {
+    "triage": _l("Triage"),
+    "urgent_issued": _l("Urgent measures issued"),
+    "urgent_implemented": _l("Urgent measures implemented"),
+    "risk_assessment": _l("Risk assessment"),
+    "decision_communicated": _l("Decision sent to the authorities"),
+    "implementation": _l("Measures implemented"),
+    "appeal": _l("Appeal resolved"),
+    "review": _l("Periodic review"),
+}
+
+STATES = {
+    "running": _l("Running"),
+    "due_soon": _l("Due soon"),
+    "overdue": _l("Overdue"),
+    "met": _l("Met"),
+    "met_late": _l("Met late"),
+    "paused": _l("Paused"),
+    "cancelled": _l("Cancelled"),
+}
+
+# DESIGN.md's defaults, seeded as version 1 by the migration (to be reviewed by the operator's lawyers).
+DEFAULT_POLICIES = [
+    ("triage", "submitted", "triaged", 3, "hours", "any",
+     "Internal target: the Law sets no term for deciding the procedure."),
+    ("urgent_issued", "triaged[procedure=extraordinary]", "urgent_measures_issued", 3, "hours", "extraordinary",
+     "Ley para la Protección de Personas Defensoras de Derechos Humanos y Periodistas: urgent protection measures issued within 3 hours."),
+    ("urgent_implemented", "triaged[procedure=extraordinary]", "urgent_measures_implemented", 9, "hours", "extraordinary",
+     "Ley para la Protección de Personas Defensoras de Derechos Humanos y Periodistas: urgent protection measures implemented within 9 hours."),
+    ("risk_assessment", "triaged[procedure=ordinary] urgent_measures_implemented appeal_resolved[outcome=upheld]",
+     "assessment_done", 10, "natural_days", "any",
+     "Ley para la Protección de Personas Defensoras de Derechos Humanos y Periodistas: risk assessment within 10 natural days."),
+    ("decision_communicated", "decision_made[outcome=granted] decision_made[outcome=partly_granted]",
+     "decision_communicated", 72, "hours", "any",
+     "Ley para la Protección de Personas Defensoras de Derechos Humanos y Periodistas: the board's decision sent to the implementing authorities within 72 hours."),
+    ("implementation", "decision_made[outcome=granted] decision_made[outcome=partly_granted]",
+     "measures_implemented", 30, "natural_days", "any",
+     "Ley para la Protección de Personas Defensoras de Derechos Humanos y Periodistas: measures implemented within 30 natural days."),
+    ("appeal", "study_received", "appeal_resolved", 15, "natural_days", "any",
+     "Ley para la Protección de Personas Defensoras de Derechos Humanos y Periodistas, art. 58: appeal resolved within 15 natural days of the independent study."),
+    ("review", "measures_implemented review_done[outcome=maintain] review_done[outcome=modify]",
+     "review_done", 183, "natural_days", "any",
+     "Internal target: measures reviewed every six months."),
+]
+
+_START_RE = re.compile(r"^([a-z_]+)(?:\[([a-z_]+)=([a-z_]+)\])?$")
+
+
+def parse_start_events(text: str) -> list[tuple[str, str | None, str | None]]:
+    parsed = []
+    for token in text.split():
+        match = _START_RE.match(token)
+        if not match:
+            raise DomainError(_l("Start events are event names, each optionally narrowed like triaged[procedure=ordinary]."))
+        parsed.append(match.groups())
+    if not parsed:
+        raise DomainError(_l("Name at least one start event."))
+    return parsed
+
+
+def _starts(policy: DeadlinePolicy, event: CaseEvent) -> bool:
+    for kind, key, value in parse_start_events(policy.start_events):
+        if kind == event.kind and (key is None or str((event.data or {}).get(key)) == value):
+            return True
+    return False
+
+
+def calendar(db: Session) -> Calendar:
+    return Calendar(db.execute(select(Closure.day)).scalars())
+
+
+def current_policies(db: Session, on: date) -> list[DeadlinePolicy]:
+    """The newest version of each stage in force on ``on``."""
+    newest = (select(DeadlinePolicy.stage, func.max(DeadlinePolicy.version).label("version"))
+              .where(DeadlinePolicy.effective_from <= on).group_by(DeadlinePolicy.stage).subquery())
+    return list(db.execute(select(DeadlinePolicy).join(newest, and_(
+        DeadlinePolicy.stage == newest.c.stage, DeadlinePolicy.version == newest.c.version))
+        .order_by(DeadlinePolicy.stage)).scalars())
+
+
+def _warn_at(started: datetime, due: datetime, percent: int) -> datetime:
+    return due - (due - started) * (percent / 100)
+
+
+def on_event(db: Session, case: Case, event: CaseEvent) -> None:
+    """Stop, cancel and start this case's clocks for one new event."""
+    at = event.at
+    open_clocks = list(db.execute(select(Clock).where(Clock.case_id == case.id, Clock.state.in_(OPEN))).scalars())
+    for clock in open_clocks:
+        if clock.policy.stop_event == event.kind:
+            _stop(clock, at)
+        elif event.kind in TERMINAL_EVENTS or (event.kind == "triaged" and case.status == "not_admitted"):
+            clock.state, clock.stopped_at = "cancelled", at
+    running_stages = {c.stage for c in open_clocks if c.state in OPEN}
+    cal = None
+    for policy in current_policies(db, at.astimezone(TZ).date()):
+        if policy.stage in running_stages or not _starts(policy, event):
+            continue
+        if policy.procedure != "any" and policy.procedure != case.procedure:
+            continue
+        cal = cal or calendar(db)
+        due = cal.deadline(at, policy.duration, policy.unit)
+        db.add(Clock(case_id=case.id, policy_id=policy.id, stage=policy.stage, state="running",
+                     started_at=at, due_at=due, warn_at=_warn_at(at, due, policy.warn_percent)))
+
+
+def _stop(clock: Clock, at: datetime) -> None:
+    if clock.paused_at is not None:
+        clock.paused_seconds += int((at - clock.paused_at).total_seconds())
+        clock.paused_at = None
+    clock.stopped_at = at
+    clock.state = "met" if at < clock.due_at else "met_late"
+
+
+def pause(db: Session, actor: User, case: Case, clock: Clock, reason: str | None) -> None:
+    """Stop counting while the case waits on the petitioner."""
+    _may_manage(actor, case, clock)
+    if clock.state not in ("running", "due_soon", "overdue"):
+        raise DomainError(_l("Only a running deadline can be paused."))
+    reason = (reason or "").strip()
+    if not reason or len(reason) > 1000:
+        raise DomainError(_l("Say why the deadline is paused (for example, waiting on the petitioner)."))
+    clock.pause_reason = reason
+    clock.paused_at = utcnow()
+    clock.state = "paused"
+    audit.record(db, "deadline.paused", actor=actor, target=case.reference, stage=clock.stage)
+
+
+def resume(db: Session, actor: User, case: Case, clock: Clock) -> None:
+    _may_manage(actor, case, clock)
+    if clock.state != "paused":
+        raise DomainError(_l("This deadline is not paused."))
+    now = utcnow()
+    paused = now - clock.paused_at
+    clock.paused_seconds += int(paused.total_seconds())
+    clock.due_at += paused
+    clock.warn_at += paused
+    clock.paused_at = None
+    clock.state = "running"
+    clock.state = state_at(clock, now)
+    audit.record(db, "deadline.resumed", actor=actor, target=case.reference, stage=clock.stage,
+                 paused_seconds=int(paused.total_seconds()))
+
+
+def _may_manage(actor: User, case: Case, clock: Clock) -> None:
+    if clock.case_id != case.id:
+        raise DomainError(_l("No such deadline."))
+    if not (actor.role == "supervisor" or (actor.role == "caseworker" and case.assignee_id == actor.id)):
+        raise PermissionDenied(_l("You cannot do this on this case."))
+
+
+def state_at(clock: Clock, now: datetime) -> str:
+    """What an open clock's state is at ``now`` (the sweep stores it)."""
+    if clock.state in ("met", "met_late", "cancelled", "paused"):
+        return clock.state
+    if now >= clock.due_at:
+        return "overdue"
+    if now >= clock.warn_at:
+        return "due_soon"
+    return "running"
+
+
+@dataclass
+class SweepResult:
+    due_soon: int = 0
+    overdue: int = 0
+    escalated: int = 0
+    notifications: int = 0
+
+
+def _claim(db: Session, where, values: dict) -> list:
+    """UPDATE the clocks matching ``where`` and return the ones this call changed.
+
+    The UPDATE re-checks its condition row by row, so of several sweeps
+    running at once each clock's change is made, and reported, by one only.
+    On PostgreSQL rows another sweep holds are skipped, not waited for.
+    """
+    ids = select(Clock.id).where(where)
+    if db.get_bind().dialect.name == "postgresql":
+        ids = ids.with_for_update(skip_locked=True)
+    statement = (update(Clock).where(Clock.id.in_(ids.scalar_subquery()), where).values(**values)
+                 .returning(Clock.id, Clock.case_id, Clock.stage, Clock.state))
+    return db.execute(statement, execution_options={"synchronize_session": False}).all()
+
+
+def sweep(db: Session, now: datetime | None = None, *, escalate_after: timedelta = timedelta(hours=1)) -> SweepResult:
+    now = now or utcnow()
+    result = SweepResult()
+    changed = _claim(db, (Clock.state.in_(("running", "due_soon"))) & (Clock.due_at <= now),
+                     {"state": "overdue"})
+    changed += _claim(db, (Clock.state == "running") & (Clock.warn_at <= now) & (Clock.due_at > now),
+                      {"state": "due_soon"})
+    late = _claim(db, (Clock.state == "overdue") & Clock.escalated_at.is_(None)
+                  & (Clock.due_at <= now - escalate_after), {"escalated_at": now})
+    result.overdue = sum(row.state == "overdue" for row in changed)
+    result.due_soon = len(changed) - result.overdue
+    result.escalated = len(late)
+
+    case_ids = {row.case_id for row in changed + late}
+    cases = {c.id: c for c in db.execute(select(Case.id, Case.assignee_id, Case.reference)
+                                         .where(Case.id.in_(case_ids))).all()} if case_ids else {}
+    supervisors = list(db.execute(select(User.id).where(User.role == "supervisor", User.active)).scalars())
+    notes = []
+    for row in changed:
+        case = cases[row.case_id]
+        for user in ([case.assignee_id] if case.assignee_id else supervisors):
+            notes.append({"key": f"clock:{row.id}:{row.state}:{user}", "user_id": user,
+                          "kind": f"deadline_{row.state}", "case_id": row.case_id,
+                          "data": {"stage": row.stage, "reference": case.reference}})
+    for row in late:
+        for user in supervisors:
+            notes.append({"key": f"escalate:{row.id}:{user}", "user_id": user, "kind": "deadline_escalated",
+                          "case_id": row.case_id,
+                          "data": {"stage": row.stage, "reference": cases[row.case_id].reference}})
+    result.notifications = notify_many(db, notes)
+    db.commit()
+    return result
+
+
+# -- reading --------------------------------------------------------------
+
+def case_clocks(db: Session, case: Case) -> list[Clock]:
+    return list(db.execute(select(Clock).where(Clock.case_id == case.id)
+                           .order_by(Clock.started_at, Clock.stage)).scalars())
+
+
+def my_deadlines(db: Session, user: User, limit: int = 200) -> list[tuple[Clock, Case]]:
+    """The caseworker's open clocks: overdue first, then due soon, by time left."""
+    order = sql_case((Clock.state == "overdue", 0), (Clock.state == "due_soon", 1), else_=2)
+    return list(db.execute(select(Clock, Case).join(Case, Case.id == Clock.case_id)
+                           .where(Case.assignee_id == user.id, Clock.state.in_(OPEN))
+                           .order_by(order, Clock.due_at).limit(limit)).all())
+
+
+def overdue_count(db: Session, user: User) -> int:
+    query = select(func.count()).select_from(Clock).join(Case, Case.id == Clock.case_id).where(
+        Clock.state == "overdue")
+    if user.role == "caseworker":
+        query = query.where(Case.assignee_id == user.id)
+    elif user.role != "supervisor":
+        return 0
+    return db.execute(query).scalar_one()
+
+
+def overview(db: Session) -> dict:
+    """Supervisor's view: overdue clocks by stage and by caseworker, oldest first."""
+    by_stage = db.execute(select(Clock.stage, func.count(), func.min(Clock.due_at))
+                          .where(Clock.state == "overdue").group_by(Clock.stage)
+                          .order_by(func.min(Clock.due_at))).all()
+    by_assignee = db.execute(select(Case.assignee_id, func.count(), func.min(Clock.due_at))
+                             .join(Case, Case.id == Clock.case_id).where(Clock.state == "overdue")
+                             .group_by(Case.assignee_id).order_by(func.min(Clock.due_at))).all()
+    oldest = db.execute(select(Clock, Case).join(Case, Case.id == Clock.case_id)
+                        .where(Clock.state == "overdue").order_by(Clock.due_at).limit(100)).all()
+    return {"by_stage": by_stage, "by_assignee": by_assignee, "oldest": oldest}
+
+
+def next_deadline(db: Session, case: Case) -> Clock | None:
+    return db.execute(select(Clock).where(Clock.case_id == case.id, Clock.state.in_(OPEN))
+                      .order_by(Clock.due_at).limit(1)).scalar_one_or_none()
+
+
+def time_left(clock: Clock, now: datetime | None = None) -> str:
+    """'due in 2 h 15 min' / 'overdue by 3 days', translated."""
+    now = now or utcnow()
+    if clock.state in ("met", "met_late", "cancelled"):
+        return str(STATES[clock.state])
+    reference = clock.paused_at if clock.state == "paused" else now
+    delta = clock.due_at - reference
+    text = _span(abs(delta))
+    if delta.total_seconds() >= 0:
+        return gettext("due in %(time)s", time=text)
+    return gettext("overdue by %(time)s", time=text)
+
+
+def _span(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    if days >= 2:
+        return ngettext("%(num)d day", "%(num)d days", days)
+    if days == 1:
+        return gettext("1 day %(h)d h", h=hours)
+    if hours:
+        return gettext("%(h)d h %(m)d min", h=hours, m=minutes)
+    return gettext("%(m)d min", m=minutes)
+
+
+# -- policy administration -------------------------------------------------
+
+def add_policy_version(db: Session, actor: User, *, stage: str, effective_from: date | None,
+                       start_events: str, stop_event: str, duration: int | None, unit: str,
+                       warn_percent: int | None, procedure: str, legal_basis: str) -> DeadlinePolicy:
+    if actor.role != "admin":
+        raise PermissionDenied(_l("Only administrators change deadline policies."))
+    if stage not in STAGES:
+        raise DomainError(_l("Choose a stage."))
+    if unit not in UNITS:
+        raise DomainError(_l("Choose a unit."))
+    if procedure not in ("any", "ordinary", "extraordinary"):
+        raise DomainError(_l("Choose a procedure."))
+    if not duration or not 1 <= duration <= 10000:
+        raise DomainError(_l("The duration must be a whole number from 1 to 10000."))
+    if warn_percent is None or not 0 <= warn_percent <= 90:
+        raise DomainError(_l("The warning threshold is a percentage from 0 to 90."))
+    if effective_from is None or effective_from < utcnow().astimezone(TZ).date():
+        raise DomainError(_l("A new version takes effect today or later, never in the past."))
+    parse_start_events(start_events)
+    if not re.fullmatch(r"[a-z_]+", stop_event or ""):
+        raise DomainError(_l("The stop event is one event name."))
+    legal_basis = (legal_basis or "").strip()
+    if not legal_basis or len(legal_basis) > 2000:
+        raise DomainError(_l("Give the legal basis (up to 2000 characters)."))
+    version = (db.execute(select(func.max(DeadlinePolicy.version)).where(DeadlinePolicy.stage == stage))
+               .scalar() or 0) + 1
+    policy = DeadlinePolicy(stage=stage, version=version, effective_from=effective_from,
+                            start_events=" ".join(start_events.split()), stop_event=stop_event,
+                            duration=duration, unit=unit, warn_percent=warn_percent,
+                            procedure=procedure, legal_basis=legal_basis, created_by_id=actor.id)
+    db.add(policy)
+    db.flush()
+    audit.record(db, "deadline.policy_added", actor=actor, target=f"{stage} v{version}")
+    return policy
+
+
+def all_policies(db: Session) -> list[DeadlinePolicy]:
+    return list(db.execute(select(DeadlinePolicy).order_by(DeadlinePolicy.stage,
+                                                           DeadlinePolicy.version.desc())).scalars())
+
+
+def add_closure(db: Session, actor: User, day: date | None, label: str) -> Closure:
+    if actor.role != "admin":
+        raise PermissionDenied(_l("Only administrators change the calendar."))
+    label = (label or "").strip()
+    if day is None or not label or len(label) > 120:
+        raise DomainError(_l("Give the day and a short label."))
+    if db.get(Closure, day):
+        raise DomainError(_l("That day is already closed."))
+    closure = Closure(day=day, label=label, created_by_id=actor.id)
+    db.add(closure)
+    audit.record(db, "deadline.closure_added", actor=actor, target=day.isoformat())
+    return closure
+
+
+def remove_closure(db: Session, actor: User, day: date) -> None:
+    if actor.role != "admin":
+        raise PermissionDenied(_l("Only administrators change the calendar."))
+    closure = db.get(Closure, day)
+    if closure is not None:
+        db.delete(closure)
+        audit.record(db, "deadline.closure_removed", actor=actor, target=day.isoformat())
+
+
+def closures(db: Session) -> list[Closure]:
+    return list(db.execute(select(Closure).order_by(Closure.day.desc())).scalars())

@@ -1,0 +1,181 @@
+"""Clocks follow case events; the sweep notifies once per transition and escalates once."""
+import threading
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+from flask_babel import force_locale
+from sqlalchemy import func, select
+
+from protect.accounts.models import User
+from protect.cases import service as cases
+from protect.deadlines import service as deadlines
+from protect.deadlines.calendar import TZ
+from protect.deadlines.models import Clock, DeadlinePolicy
+from protect.errors import DomainError
+from protect.extensions import db, utcnow
+from protect.notify.models import Notification
+
+
+@pytest.fixture
+def people(ctx, make_account):
+    get = lambda role: db.session.get(User, make_account(role).id)
+    return {"journalist": get("journalist"), "caseworker": get("caseworker"),
+            "supervisor": get("supervisor"), "supervisor2": get("supervisor"), "admin": get("admin")}
+
+
+def submitted(people, danger=False):
+    j = people["journalist"]
+    case = cases.start_request(db.session, j)
+    cases.save_who(db.session, j, case, cases.WhoAtRisk("Ana", False, None, "ana@example.org",
+                                                         "journalist", None, None))
+    cases.save_work(db.session, j, case, outlet=None, journalism_kind=None, state_code="VER", municipality=None)
+    cases.add_incident(db.session, j, case, occurred_on=date.today(), kind="threat", aggressor="unknown",
+                       channel="phone", place=None, narrative="A call at night")
+    cases.submit(db.session, j, case, immediate_danger=danger, consent=True)
+    db.session.commit()
+    return case
+
+
+def clocks(case):
+    return {c.stage: c for c in deadlines.case_clocks(db.session, case)}
+
+
+def test_events_start_and_stop_clocks_with_their_policy(people):
+    case = submitted(people)
+    triage = clocks(case)["triage"]
+    assert triage.state == "running" and triage.policy.version == 1
+    assert triage.due_at - triage.started_at == timedelta(hours=3)
+    cw = people["caseworker"]
+    cases.assign(db.session, cw, case, cw)
+    cases.triage(db.session, cw, case, decision="extraordinary")
+    db.session.commit()
+    now = clocks(case)
+    assert now["triage"].state == "met"
+    assert {"urgent_issued", "urgent_implemented"} <= set(now)
+    assert now["urgent_implemented"].due_at - now["urgent_implemented"].started_at == timedelta(hours=9)
+    assert "risk_assessment" not in now
+    cases.issue_urgent_measures(db.session, cw, case, [("escort", "federal")])
+    cases.implement_urgent_measures(db.session, cw, case)
+    db.session.commit()
+    now = clocks(case)
+    assert now["urgent_issued"].state == now["urgent_implemented"].state == "met"
+    assert now["risk_assessment"].state == "running"
+
+
+def test_late_stop_is_met_late_and_closing_cancels(people):
+    case = submitted(people)
+    triage = clocks(case)["triage"]
+    triage.due_at = triage.warn_at = utcnow() - timedelta(minutes=1)
+    db.session.commit()
+    cw = people["caseworker"]
+    cases.assign(db.session, cw, case, cw)
+    cases.triage(db.session, cw, case, decision="ordinary")
+    cases.close(db.session, cw, case, reason="risk_ended")
+    db.session.commit()
+    now = clocks(case)
+    assert now["triage"].state == "met_late"
+    assert now["risk_assessment"].state == "cancelled"
+
+
+def test_pause_does_not_count(people):
+    case = submitted(people)
+    cw = people["caseworker"]
+    cases.assign(db.session, cw, case, cw)
+    db.session.commit()
+    triage = clocks(case)["triage"]
+    due = triage.due_at
+    with pytest.raises(DomainError):
+        deadlines.pause(db.session, cw, case, triage, "")
+    deadlines.pause(db.session, cw, case, triage, "Waiting for the petitioner's documents")
+    triage.paused_at -= timedelta(hours=2)  # two hours pass while paused
+    db.session.commit()
+    deadlines.resume(db.session, cw, case, triage)
+    db.session.commit()
+    assert triage.state == "running" and triage.due_at - due >= timedelta(hours=2)
+    assert triage.paused_seconds >= 7200
+
+
+def test_new_policy_version_applies_to_new_clocks_only(people):
+    old_case = submitted(people)
+    deadlines.add_policy_version(
+        db.session, people["admin"], stage="triage", effective_from=utcnow().astimezone(TZ).date(),
+        start_events="submitted", stop_event="triaged", duration=1, unit="hours", warn_percent=50,
+        procedure="any", legal_basis="Internal target tightened")
+    db.session.commit()
+    new_case = submitted(people)
+    assert clocks(old_case)["triage"].policy.version == 1
+    fresh = clocks(new_case)["triage"]
+    assert fresh.policy.version == 2 and fresh.due_at - fresh.started_at == timedelta(hours=1)
+    with pytest.raises(DomainError):
+        deadlines.add_policy_version(
+            db.session, people["admin"], stage="triage", effective_from=date(2020, 1, 1),
+            start_events="submitted", stop_event="triaged", duration=1, unit="hours", warn_percent=50,
+            procedure="any", legal_basis="Backdated")
+
+
+def _notifications():
+    return db.session.execute(select(func.count()).select_from(Notification)).scalar_one()
+
+
+def test_sweep_notifies_once_per_transition_and_escalates_once(people):
+    unassigned = submitted(people)
+    assigned = submitted(people)
+    cw = people["caseworker"]
+    cases.assign(db.session, cw, assigned, cw)
+    db.session.commit()
+    start = utcnow()
+    # 2 h 30 min in: both triage clocks are due soon (warning at 75 % of 3 h).
+    first = deadlines.sweep(db.session, start + timedelta(hours=2, minutes=30))
+    assert first.due_soon == 2 and first.overdue == 0
+    # The unassigned one goes to both supervisors, the assigned one to its caseworker.
+    assert first.notifications == 3
+    again = deadlines.sweep(db.session, start + timedelta(hours=2, minutes=31))
+    assert again.due_soon == 0 and again.notifications == 0
+    late = deadlines.sweep(db.session, start + timedelta(hours=3, minutes=5))
+    assert late.overdue == 2 and late.escalated == 0
+    escalated = deadlines.sweep(db.session, start + timedelta(hours=4, minutes=30))
+    assert escalated.escalated == 2 and escalated.notifications == 4  # 2 clocks x 2 supervisors
+    assert deadlines.sweep(db.session, start + timedelta(hours=9)).notifications == 0
+    assert _notifications() == 3 + 3 + 4
+    assert deadlines.overdue_count(db.session, cw) == 1
+    assert deadlines.overdue_count(db.session, people["supervisor"]) == 2
+
+
+def test_concurrent_sweeps_do_not_double(app, people):
+    for _ in range(6):
+        submitted(people)
+    later = utcnow() + timedelta(hours=5)
+    results = []
+
+    def run():
+        with app.app_context():
+            results.append(deadlines.sweep(db.session, later, escalate_after=timedelta(0)))
+            db.session.remove()
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sum(r.overdue for r in results) == 6
+    # 6 clocks, each: overdue to 2 supervisors + escalated to 2 supervisors.
+    assert _notifications() == 6 * 4
+    assert db.session.execute(select(func.count()).select_from(Clock).where(Clock.state == "overdue")).scalar_one() == 6
+
+
+def test_time_left_in_both_languages(app, people):
+    case = submitted(people)
+    clock = clocks(case)["triage"]
+    now = clock.due_at - timedelta(hours=2, minutes=15)
+    with app.test_request_context(), force_locale("es"):
+        assert deadlines.time_left(clock, now) == "vence en 2 h 15 min"
+        assert deadlines.time_left(clock, clock.due_at + timedelta(days=3, hours=1)) == "vencido hace 3 días"
+    with app.test_request_context(), force_locale("en"):
+        assert deadlines.time_left(clock, now) == "due in 2 h 15 min"
+        assert deadlines.time_left(clock, clock.due_at + timedelta(days=3, hours=1)) == "overdue by 3 days"
+
+
+def test_cli_sweep(app, people):
+    submitted(people)
+    result = app.test_cli_runner().invoke(args=["protect", "sweep"])
+    assert result.exit_code == 0 and "overdue: 0" in result.output
