@@ -5,7 +5,7 @@ import logging
 from typing import Any, Mapping
 
 from flask import Flask
-from flask_babel import get_locale
+from flask_babel import format_datetime, get_locale
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -40,6 +40,8 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
         RATELIMIT_STORAGE_URI=settings.ratelimit_storage_url,
         RATELIMIT_HEADERS_ENABLED=False,
         BABEL_DEFAULT_LOCALE=settings.default_locale,
+        # People read times in Mexico City time; storage stays UTC.
+        BABEL_DEFAULT_TIMEZONE="America/Mexico_City",
         BABEL_TRANSLATION_DIRECTORIES=str(ROOT / "protect" / "translations"),
     )
     _init_extensions(app)
@@ -95,14 +97,16 @@ def _register(app: Flask) -> None:
     from .crypto import serverkeys  # noqa: F401  (model)
     from .cli import cli
     from .deadlines.views import bp as deadlines_bp
-    from .main import bp as main_bp, install_error_handlers, LANGUAGES
+    from .notify.views import bp as notify_bp
+    from .main import bp as main_bp, install_error_handlers, LANGUAGES, navigation_counts
     from .security.access import home_endpoint
     from .reports.views import bp as reports_bp
     from .deadlines import sweeper
     from .security import headers
     from .vault.views import bp as vault_bp
 
-    for bp in (main_bp, accounts_bp, audit_bp, intake_bp, cases_bp, deadlines_bp, reports_bp, vault_bp):
+    for bp in (main_bp, accounts_bp, audit_bp, intake_bp, cases_bp, deadlines_bp, notify_bp, reports_bp,
+               vault_bp):
         app.register_blueprint(bp)
     headers.install(app)
     sweeper.install(app)
@@ -110,4 +114,7 @@ def _register(app: Flask) -> None:
     app.cli.add_command(cli)
     app.jinja_env.globals["LANGUAGES"] = LANGUAGES
     app.jinja_env.globals["get_locale"] = get_locale
+    app.jinja_env.filters["local_datetime"] = lambda value: format_datetime(value, "short") if value else ""
     app.jinja_env.globals["home_endpoint"] = home_endpoint
+    app.context_processor(navigation_counts)
+

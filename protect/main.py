@@ -12,7 +12,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from .deadlines.service import overdue_count
 from .extensions import db
+from .notify.service import unread_count
 from .security.access import home_endpoint
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,14 @@ def refuse_json_bodies():
     # letting numbers and lists reach validators that expect text.
     if request.method not in ("GET", "HEAD", "OPTIONS") and request.is_json:
         abort(400)
+
+
+def navigation_counts() -> dict:
+    """Overdue deadlines and unread notices, shown in the navigation bar."""
+    if not current_user or not current_user.is_authenticated:
+        return {}
+    return {"nav_overdue": overdue_count(db.session, current_user),
+            "nav_unread": unread_count(db.session, current_user.id)}
 
 
 def select_locale() -> str:

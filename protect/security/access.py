@@ -65,6 +65,13 @@ POLICY: dict[str, Who | frozenset[str]] = {
     "cases.evidence": frozenset({C, S}),
     "cases.reveal": frozenset({S}),
     "deadlines.overview": frozenset({S}),
+    "deadlines.mine": frozenset({C, S}),
+    "deadlines.pause": frozenset({C, S}),
+    "deadlines.resume": frozenset({C, S}),
+    "deadlines.policies": frozenset({A}),
+    "deadlines.closures": frozenset({A}),
+    "deadlines.remove_closure": frozenset({A}),
+    "notify.index": Who.SIGNED_IN,
     "reports.index": frozenset({D, S}),
     "vault.index": frozenset({J}),
 }
