@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 
 from .crypto.blobs import blob_store_from_url
 from .crypto.keyring import load_keyring
-from .extensions import babel, csrf, db, limiter, login_manager, migrate
+from .extensions import Now, babel, csrf, db, limiter, login_manager, migrate
 from .settings import ROOT, load_settings
 
 
@@ -20,6 +20,7 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_path=settings.instance_path,
                 template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     app.extensions["protect.settings"] = settings
+    app.extensions["protect.now"] = Now()
     app.extensions["protect.keyring"] = load_keyring(settings.instance, settings.master_keys)
     app.extensions["protect.blobs"] = blob_store_from_url(
         settings.blob_url, endpoint_url=settings.s3_endpoint_url or None)

@@ -1,7 +1,9 @@
 """Flask extensions, created unbound and initialised by the app factory."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+
+from flask import current_app, has_app_context
 
 from flask_babel import Babel
 from flask_limiter import Limiter
@@ -49,7 +51,26 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(timezone.utc)
 
 
+class Now:
+    """The app's one source of the current time (``app.extensions["protect.now"]``).
+
+    Deadlines, check-ins and sessions all ask it, so tests (browser tests
+    included) move time forward instead of sleeping.
+    """
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(timezone.utc) + self.offset
+
+    def advance(self, delta: timedelta | None = None, **kwargs) -> None:
+        self.offset += delta if delta is not None else timedelta(**kwargs)
+
+
 def utcnow() -> datetime:
+    if has_app_context():
+        return current_app.extensions["protect.now"]()
     return datetime.now(timezone.utc)
 
 

@@ -90,3 +90,23 @@ def test_admin_pages_refused_to_others(client, make_account, role):
     login(client, make_account(role))
     assert client.get("/admin/deadlines").status_code == 403
     assert client.get("/admin/closures").status_code == 403
+
+
+def test_moving_the_app_clock_moves_deadlines(app, client, make_account):
+    """Time is injected: the test advances it instead of sleeping."""
+    j, cw = make_account("journalist"), make_account("caseworker")
+    _case(app, j.id, cw.id)
+    login(client, cw)
+
+    def wait(minutes):  # an active caseworker: a page every 20 minutes keeps the session alive
+        for _ in range(minutes // 20):
+            app.extensions["protect.now"].advance(minutes=20)
+            assert client.get("/queue").status_code == 200
+        with app.app_context():
+            deadlines.sweep(db.session)
+        return client.get("/deadlines", headers={"Accept-Language": "en"}).get_data(as_text=True)
+
+    assert "badge-running" in wait(0)
+    assert "badge-due_soon" in wait(140)
+    page = wait(40)
+    assert "badge-overdue" in page and "overdue by" in page and "1 overdue" in page
