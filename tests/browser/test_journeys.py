@@ -16,11 +16,12 @@ pytestmark = pytest.mark.browser
 HOMES = HomePage.HOMES
 # Links in the header's navigation, by role (templates/base.html).
 NAV = {
-    "journalist": {"/my/requests", "/vault/", "/account"},
-    "caseworker": {"/queue", "/account"},
-    "supervisor": {"/overview", "/queue", "/reports/", "/account"},
-    "donor": {"/reports/", "/account"},
-    "admin": {"/admin/users", "/admin/audit/", "/account"},
+    "journalist": {"/my/requests", "/vault/", "/notifications", "/account"},
+    "caseworker": {"/queue", "/deadlines", "/notifications", "/account"},
+    "supervisor": {"/overview", "/queue", "/reports/", "/notifications", "/account"},
+    "donor": {"/reports/", "/notifications", "/account"},
+    "admin": {"/admin/users", "/admin/audit/", "/admin/deadlines", "/admin/closures", "/notifications",
+              "/account"},
 }
 STAFF = {"caseworker", "supervisor", "admin"}
 
