@@ -20,6 +20,7 @@ from ..audit import service as audit
 from ..errors import DomainError, NotFound, PermissionDenied
 from ..extensions import utcnow
 from . import codes
+from ..deadlines import service as deadlines
 from .models import (Appeal, BoardDecision, Case, CaseEvent, Evidence, Incident, Measure,
                      MeasureType, Message, Note, OnlineThreat, Review, RiskAssessment)
 
@@ -116,6 +117,7 @@ def _event(db: Session, case: Case, kind: str, actor: User | None, at: datetime 
     event = CaseEvent(case_id=case.id, kind=kind, at=at or utcnow(),
                       actor_id=getattr(actor, "id", None), data=data)
     db.add(event)
+    deadlines.on_event(db, case, event)  # clocks move with the timeline, in the same transaction
     return event
 
 
@@ -330,6 +332,57 @@ def submit(db: Session, actor: User, case: Case, *, immediate_danger: bool, cons
     case.consent_at = case.submitted_at = utcnow()
     _transition(db, actor, case, "submit", version=version, event="submitted",
                 immediate_danger=case.immediate_danger)
+
+
+INTAKE_STEPS = 5
+
+
+def advance_intake(db: Session, actor: User, case: Case, step: int) -> None:
+    """Remember the furthest step of the request form the filer reached."""
+    _require(can_edit_draft(actor, case))
+    step = max(1, min(int(step), INTAKE_STEPS))
+    if step > case.intake_step:
+        case.intake_step = step
+        case.updated_at = utcnow()
+
+
+def remove_draft_item(db: Session, actor: User, case: Case, kind: str, item_id: str) -> list[str]:
+    """Take an incident, online threat or evidence file out of a draft.
+
+    Evidence attached to a removed incident or threat goes with it. Returns
+    the blob ids the caller deletes from storage once the transaction is
+    committed (the rows first: a crash leaves an orphan blob, never a dangling row).
+    """
+    _require(can_edit_draft(actor, case))
+    model = {"incident": Incident, "threat": OnlineThreat, "evidence": Evidence}.get(kind)
+    item = db.get(model, item_id) if model is not None and isinstance(item_id, str) else None
+    if item is None or item.case_id != case.id:
+        raise NotFound(_l("No such item."))
+    if kind == "evidence":
+        gone = [item]
+    else:
+        link = "incident_id" if kind == "incident" else "online_threat_id"
+        gone = [e for e in case.evidence if getattr(e, link) == item.id]
+    for evidence in gone:
+        case.evidence.remove(evidence)
+    if kind == "incident":
+        case.incidents.remove(item)
+    elif kind == "threat":
+        case.online_threats.remove(item)
+    case.updated_at = utcnow()
+    audit.record(db, "case.draft_item_removed", actor=actor, target=case.reference, kind=kind,
+                 evidence=len(gone))
+    return [e.blob_id for e in gone]
+
+
+def evidence_download(db: Session, actor: User, case: Case, evidence_id: str) -> Evidence:
+    """An evidence file of ``case`` (which ``actor`` may see), audited as downloaded."""
+    evidence = db.get(Evidence, evidence_id) if isinstance(evidence_id, str) else None
+    if evidence is None or evidence.case_id != case.id or not can_view(actor, case):
+        raise NotFound(_l("No such file."))
+    audit.record(db, "case.evidence_downloaded", actor=actor, target=case.reference,
+                 evidence=evidence.id)
+    return evidence
 
 
 # -- caseworker workflow --------------------------------------------------
@@ -617,6 +670,27 @@ def messages(db: Session, case: Case) -> list[Message]:
                            .order_by(Message.created_at)).scalars())
 
 
+def mark_messages_read(db: Session, actor: User, case: Case) -> int:
+    """The petitioner has seen the messages sent to them; returns how many were new."""
+    if not is_petitioner(actor, case):
+        return 0
+    result = db.execute(Message.__table__.update()
+                        .where(Message.case_id == case.id, Message.to_petitioner.is_(True),
+                               Message.read_at.is_(None))
+                        .values(read_at=utcnow()))
+    return result.rowcount or 0
+
+
+def unread_counts(db: Session, user: User) -> dict[str, int]:
+    """Per case of ``user`` (as petitioner), how many messages to them are unread."""
+    rows = db.execute(select(Message.case_id, func.count())
+                      .join(Case, Case.id == Message.case_id)
+                      .where(Case.petitioner_id == user.id, Message.to_petitioner.is_(True),
+                             Message.read_at.is_(None))
+                      .group_by(Message.case_id))
+    return {case_id: n for case_id, n in rows}
+
+
 def notes(db: Session, case: Case) -> list[Note]:
     return list(db.execute(select(Note).where(Note.case_id == case.id)
                            .order_by(Note.created_at.desc())).scalars())
@@ -687,3 +761,33 @@ def list_cases(db: Session, user: User, f: CaseFilter) -> tuple[list[Case], int]
 def staff(db: Session) -> list[User]:
     return list(db.execute(select(User).where(User.role.in_(("caseworker", "supervisor")),
                                               User.active)).scalars())
+
+
+def staff_by_id(db: Session, ids) -> dict[str, User]:
+    """Staff accounts among ``ids``, in one query (never a journalist's account:
+    a pseudonymous petitioner's account may carry their real name)."""
+    ids = {i for i in ids if i}
+    if not ids:
+        return {}
+    rows = db.execute(select(User).where(User.id.in_(ids),
+                                         User.role.in_(("caseworker", "supervisor", "admin"))))
+    return {u.id: u for u in rows.scalars()}
+
+
+@dataclass
+class CaseRecord:
+    """What was decided on a case, oldest first (the case page reads it)."""
+    assessments: list[RiskAssessment]
+    decisions: list[BoardDecision]
+    reviews: list[Review]
+    appeals: list[Appeal]
+
+
+def case_record(db: Session, case: Case) -> CaseRecord:
+    def rows(model, order):
+        return list(db.execute(select(model).where(model.case_id == case.id)
+                               .order_by(order, model.id)).scalars())
+    return CaseRecord(assessments=rows(RiskAssessment, RiskAssessment.created_at),
+                      decisions=rows(BoardDecision, BoardDecision.created_at),
+                      reviews=rows(Review, Review.created_at),
+                      appeals=rows(Appeal, Appeal.filed_at))

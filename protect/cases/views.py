@@ -1,13 +1,640 @@
-"""The staff side of a case: queue, case page, workflow steps."""
+"""The staff side of a case: queue, case page, workflow steps.
+
+Thin views: parse the form, call ``service``, commit, redirect. What the
+service refuses comes back as the case page again with the message and with
+what the person typed still in the form: 409 when someone else changed the
+case meanwhile, 422 when a rule refused it, 404 when the case (or one of its
+parts) is not theirs to see, 403 when they may see it but not do that.
+"""
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+import logging
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import timezone
+from typing import Callable
+from urllib.parse import quote
 
-from . import service  # noqa: F401
+from babel import dates as babel_dates
+from flask import (Blueprint, Response, abort, flash, redirect, render_template, request,
+                   stream_with_context, url_for)
+from flask_babel import get_locale, gettext as _, lazy_gettext as _l
+from flask_login import current_user
+from sqlalchemy.orm.exc import StaleDataError
+from werkzeug.routing import BuildError
+from wtforms import SelectChoice
 
+from ..accounts.models import User
+from ..crypto import agefile, serverkeys
+from ..crypto.blobs import BlobNotFound
+from ..crypto.uploads import accepts_uploads, blob_store
+from ..errors import DomainError, NotFound, PermissionDenied
+from ..extensions import db, utcnow
+from . import codes, forms, service
+from .forms import MEXICO
+from .models import Case, Measure, OnlineThreat
+
+log = logging.getLogger(__name__)
 bp = Blueprint("cases", __name__)
+
+PER_PAGE = 50
+DOWNLOAD_CHUNK = 64 * 1024
+
+PROCEDURES = {
+    "extraordinary": _l("Extraordinary"),
+    "ordinary": _l("Ordinary"),
+    "not_admitted": _l("Not admitted"),
+}
+
+MEASURE_CATEGORIES = {
+    "urgent": _l("Urgent"),
+    "protection": _l("Protection"),
+    "preventive": _l("Preventive"),
+}
+
+# Every kind of CaseEvent the timeline can hold; an unknown kind shows its code.
+EVENT_LABELS = {
+    "submitted": _l("Request submitted"),
+    "assigned": _l("Assigned"),
+    "triaged": _l("Triage decided"),
+    "urgent_measures_issued": _l("Urgent measures issued"),
+    "urgent_measures_implemented": _l("Urgent measures implemented"),
+    "assessment_done": _l("Risk assessment recorded"),
+    "decision_made": _l("Board decision recorded"),
+    "decision_communicated": _l("Decision sent to the implementing authorities"),
+    "measure_requested": _l("Measure requested from the authority"),
+    "measure_implemented": _l("Measure implemented"),
+    "measure_active": _l("Measure active"),
+    "measure_withdrawn": _l("Measure withdrawn"),
+    "measures_implemented": _l("Every measure implemented: protection in place"),
+    "review_started": _l("Review started"),
+    "review_done": _l("Review recorded"),
+    "appeal_filed": _l("Appeal filed"),
+    "study_received": _l("Independent study received"),
+    "appeal_resolved": _l("Appeal resolved"),
+    "closed": _l("Case closed"),
+    "withdrawn": _l("Request withdrawn"),
+    "note_added": _l("Note added"),
+    "message_sent": _l("Message sent"),
+    "identity_revealed": _l("Sealed identity revealed"),
+    "platform_report": _l("Report to the platform recorded"),
+    "evidence_added": _l("Evidence added"),
+    "incident_added": _l("Incident added"),
+}
+
+
+# -- workflow steps ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Step:
+    title: object
+    button: object
+    form: type[forms.CaseForm]
+    transitions: tuple[str, ...]            # service.TRANSITIONS keys this step may take
+    run: Callable                            # (session, actor, case, form, version) -> None
+    measures: bool = False                   # the form picks measures from the catalogue
+    ready: Callable | None = None            # (case, record) -> bool: more than the state
+    final: bool = False                      # closes the case: shown apart
+
+
+def _open_appeal(record: service.CaseRecord):
+    open_ = [a for a in record.appeals if a.resolved_at is None]
+    return open_[-1] if open_ else None
+
+
+def _undelivered_decision(case: Case, record: service.CaseRecord) -> bool:
+    last = record.decisions[-1] if record.decisions else None
+    return last is not None and last.outcome != "denied" and last.communicated_at is None
+
+
+STEPS: dict[str, Step] = {
+    "triage": Step(
+        _l("Triage"), _l("Record the triage"), forms.TriageForm,
+        ("admit_extraordinary", "admit_ordinary", "not_admit"),
+        lambda s, u, c, f, v: service.triage(s, u, c, decision=f.decision.data,
+                                             reason=f.reason.data or None, version=v)),
+    "urgent_measures": Step(
+        _l("Issue urgent measures"), _l("Record the urgent measures issued"),
+        forms.UrgentMeasuresForm, ("issue_urgent_measures",),
+        lambda s, u, c, f, v: service.issue_urgent_measures(s, u, c, f.picked(), version=v),
+        measures=True),
+    "urgent_implemented": Step(
+        _l("Urgent measures implemented"), _l("Record that the urgent measures are implemented"),
+        forms.ConfirmForm, ("implement_urgent_measures",),
+        lambda s, u, c, f, v: service.implement_urgent_measures(s, u, c, version=v),
+        ready=lambda c, r: any(m.urgent for m in c.measures)),
+    "assessment": Step(
+        _l("Risk assessment"), _l("Record the risk assessment"), forms.AssessmentForm, ("assess",),
+        lambda s, u, c, f, v: service.record_assessment(
+            s, u, c, level=f.level.data, factors=f.factors.data,
+            recommendation=f.recommendation.data, version=v)),
+    "decision": Step(
+        _l("Board decision"), _l("Record the board's decision"), forms.DecisionForm,
+        ("decide_grant", "decide_deny"),
+        lambda s, u, c, f, v: service.record_decision(
+            s, u, c, outcome=f.outcome.data, reason=f.reason.data, decided_on=f.decided_on.data,
+            measures=f.picked(), version=v),
+        measures=True),
+    "communicate": Step(
+        _l("Communicate the decision"), _l("Record that the decision was sent to the authorities"),
+        forms.ConfirmForm, ("communicate_decision",),
+        lambda s, u, c, f, v: service.communicate_decision(s, u, c, version=v),
+        ready=_undelivered_decision),
+    "start_review": Step(
+        _l("Periodic review"), _l("Start the review"), forms.ConfirmForm, ("start_review",),
+        lambda s, u, c, f, v: service.start_review(s, u, c, version=v)),
+    "review": Step(
+        _l("Review"), _l("Record the review"), forms.ReviewForm, ("review_keep", "review_withdraw"),
+        lambda s, u, c, f, v: service.record_review(s, u, c, outcome=f.outcome.data,
+                                                    notes=f.notes.data, version=v)),
+    "receive_study": Step(
+        _l("Independent study"), _l("Record that the independent study was received"),
+        forms.ConfirmForm, ("receive_study",),
+        lambda s, u, c, f, v: service.receive_study(s, u, c, version=v),
+        ready=lambda c, r: (a := _open_appeal(r)) is not None and a.study_received_at is None),
+    "resolve_appeal": Step(
+        _l("Resolve the appeal"), _l("Record the resolution"), forms.ResolveAppealForm,
+        ("appeal_upheld", "appeal_rejected"),
+        lambda s, u, c, f, v: service.resolve_appeal(s, u, c, outcome=f.outcome.data, version=v),
+        ready=lambda c, r: (a := _open_appeal(r)) is not None and a.study_received_at is not None),
+    "close": Step(
+        _l("Close the case"), _l("Close the case"), forms.CloseForm, ("close",),
+        lambda s, u, c, f, v: service.close(s, u, c, reason=f.reason.data, version=v), final=True),
+    "withdraw": Step(
+        _l("Withdraw the request"), _l("Record that the petitioner withdrew the request"),
+        forms.ConfirmForm, ("withdraw",),
+        lambda s, u, c, f, v: service.withdraw(s, u, c, version=v), final=True),
+}
+
+
+def available_steps(user, case: Case, record: service.CaseRecord) -> list[str]:
+    """The steps ``user`` may take on ``case`` now: by state (TRANSITIONS) and permission."""
+    if not service.can_work(user, case):
+        return []
+    names = []
+    for name, step in STEPS.items():
+        if not any(case.status in service.TRANSITIONS[t][0] for t in step.transitions):
+            continue
+        if step.ready is not None and not step.ready(case, record):
+            continue
+        names.append(name)
+    return names
+
+
+# -- helpers -----------------------------------------------------------------
+
+def _me() -> User:
+    return current_user._get_current_object()
+
+
+def _get(case_id: str, *, audit_view: bool = False) -> Case:
+    try:
+        return service.get_case(db.session, _me(), case_id, audit_view=audit_view)
+    except NotFound:
+        abort(404)
+
+
+def _is_english() -> bool:
+    return str(get_locale() or "es").startswith("en")
+
+
+def _catalogue():
+    """Active measure types, urgent first, with their names in the reader's language."""
+    order = list(MEASURE_CATEGORIES)
+    types = service.measure_types(db.session)
+    types.sort(key=lambda t: (order.index(t.category) if t.category in order else len(order), t.code))
+    return types
+
+
+def _type_name(t) -> str:
+    return t.name_en if _is_english() else t.name_es
+
+
+def _step_form_class(step: Step, types):
+    return forms.with_measures(step.form, types, _type_name) if step.measures else step.form
+
+
+def person(user: User | None) -> str:
+    if user is None:
+        return _("someone no longer on staff")
+    return user.name or user.email
+
+
+def local(value, fmt: str = "short") -> str:
+    """A UTC datetime as people in the mechanism read it (Mexico City time)."""
+    if value is None:
+        return ""
+    return babel_dates.format_datetime(value, fmt, tzinfo=MEXICO, locale=get_locale())
+
+
+def local_date(value, fmt: str = "medium") -> str:
+    if value is None:
+        return ""
+    if hasattr(value, "astimezone"):
+        value = value.astimezone(MEXICO).date()
+    return babel_dates.format_date(value, fmt, locale=get_locale())
+
+
+def days_waiting(case: Case) -> int | None:
+    if case.submitted_at is None:
+        return None
+    return max(0, ((case.closed_at or utcnow()) - case.submitted_at).days)
+
+
+@bp.context_processor
+def _case_helpers():
+    return {"local": local, "local_date": local_date, "days_waiting": days_waiting,
+            "person": person, "codes": codes, "PROCEDURES": PROCEDURES,
+            "EVENT_LABELS": EVENT_LABELS, "MEASURE_CATEGORIES": MEASURE_CATEGORIES}
+
+
+def _blank(cls, prefix: str, **data):
+    """A form for the page, not filled from this request's body."""
+    return cls(formdata=None, prefix=prefix, **data)
+
+
+def _measure_choices(measure: Measure):
+    flow = codes.MEASURE_FLOW
+    return [SelectChoice(s, codes.MEASURE_STATUSES[s]) for s in flow[flow.index(measure.status) + 1:]]
+
+
+def _assign_choices(staff: list[User], blank) -> list[SelectChoice]:
+    return [SelectChoice("", blank)] + [
+        SelectChoice(u.id, f"{person(u)} · {_('Supervisor') if u.role == 'supervisor' else _('Caseworker')}")
+        for u in sorted(staff, key=lambda u: (u.role, person(u).lower()))]
+
+
+def _evidence_choices(form, case: Case):
+    form.incident.choices = [SelectChoice("", _("Not linked to an incident"))] + [
+        SelectChoice(i.id, f"{local_date(i.occurred_on)} · {codes.INCIDENT_TYPES.get(i.kind, i.kind)}")
+        for i in case.incidents]
+    form.threat.choices = [SelectChoice("", _("Not linked to an online threat"))] + [
+        SelectChoice(t.id, str(codes.PLATFORMS.get(t.platform, t.platform))) for t in case.online_threats]
+
+
+def _threat_form(threat: OnlineThreat):
+    return _blank(forms.PlatformReportForm, f"r-{threat.id}", reported_at=threat.reported_at,
+                  report_id=threat.platform_report_id, outcome=threat.outcome or "",
+                  responded_at=threat.responded_at, removed_at=threat.removed_at)
+
+
+def _render_case(case: Case, *, status: int = 200, failed: str | None = None, form=None,
+                 error=None, revealed: str | None = None):
+    """The case page. ``failed``/``form``: the form just refused, shown again as sent."""
+    me = _me()
+    session = db.session
+    record = service.case_record(session, case)
+    types = _catalogue()
+    can_work = service.can_work(me, case)
+    supervisor = me.role == "supervisor"
+    overrides = {failed: form} if failed else {}
+
+    steps = available_steps(me, case, record)
+    step_forms = []
+    failed_step = failed[4:] if failed and failed.startswith("act:") else None
+    for name in steps + ([failed_step] if failed_step and failed_step not in steps else []):
+        step = STEPS[name]
+        f = overrides.get(f"act:{name}") or _blank(
+            _step_form_class(step, types), name, version=str(case.version),
+            **({"decided_on": utcnow().astimezone(MEXICO).date()} if name == "decision" else {}))
+        step_forms.append((name, step, f, name in steps))
+
+    page_forms = {}
+    if can_work:
+        page_forms["message"] = overrides.get("message") or _blank(forms.MessageForm, "message")
+        ev = overrides.get("evidence") or _blank(forms.EvidenceForm, "evidence")
+        _evidence_choices(ev, case)
+        page_forms["evidence"] = ev
+    if can_work or (me.role == "caseworker" and service.can_view(me, case)):
+        page_forms["note"] = overrides.get("note") or _blank(forms.NoteForm, "note")
+    staff = []
+    if supervisor:
+        staff = service.staff(session)
+        af = overrides.get("assign") or _blank(forms.AssignForm, "assign", version=str(case.version),
+                                               assignee=case.assignee_id or "")
+        af.assignee.choices = _assign_choices(staff, _("Choose a person"))
+        page_forms["assign"] = af
+    elif case.assignee_id is None and case.status in ("received", "triage"):
+        page_forms["take"] = overrides.get("assign") or _blank(forms.AssignForm, "assign",
+                                                               version=str(case.version))
+    if supervisor and case.pseudonymous and case.real_identity_ct and revealed is None:
+        page_forms["reveal"] = overrides.get("reveal") or _blank(forms.RevealForm, "reveal")
+
+    measure_forms, threat_forms = {}, {}
+    if can_work:
+        for m in case.measures:
+            if m.status != codes.MEASURE_FLOW[-1]:
+                key = f"measure:{m.id}"
+                mf = overrides.get(key) or _blank(forms.MeasureForm, f"m-{m.id}", version=str(case.version))
+                mf.to.choices = _measure_choices(m)
+                measure_forms[m.id] = mf
+        for t in case.online_threats:
+            threat_forms[t.id] = overrides.get(f"report:{t.id}") or _threat_form(t)
+
+    events = service.timeline(session, case)
+    messages = service.messages(session, case)
+    notes = service.notes(session, case) if "note" in page_forms or can_work else []
+    ids = {case.assignee_id, *(e.actor_id for e in events), *(m.author_id for m in messages),
+           *((e.data or {}).get("assignee") for e in events if e.kind == "assigned"),
+           *(n.author_id for n in notes), *(a.author_id for a in record.assessments),
+           *(d.author_id for d in record.decisions), *(r.author_id for r in record.reviews),
+           *(ev.uploaded_by_id for ev in case.evidence)}
+    names = service.staff_by_id(session, ids)
+    if staff:
+        names.update({u.id: u for u in staff})
+
+    html = render_template(
+        "cases/case.html", case=case, record=record, open_appeal=_open_appeal(record),
+        can_work=can_work, supervisor=supervisor, step_forms=step_forms, failed=failed,
+        page_forms=page_forms, measure_forms=measure_forms, threat_forms=threat_forms,
+        events=events, messages=messages, notes=notes, names=names, error=error,
+        revealed=revealed, type_names={t.code: _type_name(t) for t in types},
+        type_info={t.code: (_type_name(t), MEASURE_CATEGORIES.get(t.category, t.category)) for t in types})
+    session.commit()  # the audit row of this view
+    return html, status
+
+
+def _refused(case_id: str, key: str, form, exc) -> tuple[str, int]:
+    """After a refused change: the case page again, with the message and the form as sent."""
+    db.session.rollback()
+    if isinstance(exc, NotFound):
+        abort(404)
+    if isinstance(exc, PermissionDenied):
+        abort(403)
+    case = _get(case_id, audit_view=True)
+    if isinstance(exc, (service.StaleCase, StaleDataError)):
+        if hasattr(form, "version"):
+            form.version.data = str(case.version)  # sending it again now applies it to this state
+        return _render_case(case, status=409, failed=key, form=form, error=service.StaleCase().message)
+    return _render_case(case, status=422, failed=key, form=form, error=exc.message)
+
+
+def _invalid(case: Case, key: str, form):
+    db.session.rollback()
+    case = _get(case.id, audit_view=True)
+    version = getattr(form, "version", None)
+    if version is not None and version.errors:
+        version.data = str(case.version)
+        error = version.errors[0]
+    else:
+        error = _("Some answers are missing or not valid: see the form below.")
+    return _render_case(case, status=422, failed=key, form=form, error=error)
+
+
+def _apply(case: Case, key: str, form, change: Callable[[], object], done, anchor: str = ""):
+    """Run ``change`` and commit; on refusal show the page again (see ``_refused``)."""
+    case_id = case.id
+    try:
+        change()
+        db.session.commit()
+    except (DomainError, StaleDataError) as exc:
+        return _refused(case_id, key, form, exc)
+    flash(done, "success")
+    return redirect(url_for(".case", case_id=case_id) + anchor)
+
+
+# -- the queue ---------------------------------------------------------------
+
+def _page_number() -> int:
+    return max(1, min(request.args.get("page", 1, type=int) or 1, 100000))
 
 
 @bp.route("/queue")
 def queue():
-    return render_template("cases/queue.html", cases=[])
+    me = _me()
+    supervisor = me.role == "supervisor"
+    form = forms.QueueFilterForm(request.args)
+    staff = service.staff(db.session) if supervisor else []
+    form.assignee.choices = _assign_choices(staff, _("Anyone"))
+    stage = form.value("stage", forms.STAGE_GROUPS) or "open"
+    danger = {"yes": True, "no": False}.get(form.danger.data)
+    reference = (form.reference.data or "").strip()[:20] or None
+    filters = service.CaseFilter(
+        stage_group=None if stage == "all" else stage,
+        status=form.value("status", codes.STATUSES),
+        assignee_id=form.value("assignee", {u.id for u in staff}) if supervisor else None,
+        risk_level=form.value("risk", codes.RISK_LEVELS),
+        immediate_danger=danger, reference=reference,
+        sort=form.value("sort", forms.SORTS) or "priority",
+        page=_page_number(), per_page=PER_PAGE)
+    rows, total = service.list_cases(db.session, me, filters)
+    names = service.staff_by_id(db.session, {c.assignee_id for c in rows})
+    try:
+        phone_intake = url_for("intake.new")
+    except BuildError:  # the intake blueprint not there (yet): no button
+        phone_intake = None
+    filtered = any(request.args.get(k) for k in ("status", "assignee", "risk", "danger", "reference")) \
+        or stage != "open"
+    return render_template("cases/queue.html", form=form, cases=rows, total=total,
+                           page=filters.page, per_page=PER_PAGE, names=names, stage=stage,
+                           supervisor=supervisor, filtered=filtered, phone_intake=phone_intake)
+
+
+# -- the case page -------------------------------------------------------------
+
+@bp.route("/cases/<case_id>")
+def case(case_id: str):
+    return _render_case(_get(case_id, audit_view=True))
+
+
+@bp.route("/cases/<case_id>/act/<action>", methods=["POST"])
+def act(case_id: str, action: str):
+    step = STEPS.get(action)
+    if step is None:
+        abort(404)
+    case = _get(case_id)
+    if not service.can_work(_me(), case):
+        abort(403)
+    key = f"act:{action}"
+    cls = _step_form_class(step, _catalogue() if step.measures else [])
+    form = cls(prefix=action)
+    if not form.validate_on_submit():
+        return _invalid(case, key, form)
+    me = _me()
+    return _apply(case, key, form,
+                  lambda: step.run(db.session, me, case, form, form.version_number),
+                  _("Done: %(step)s.", step=step.title), "#status")
+
+
+@bp.route("/cases/<case_id>/assign", methods=["POST"])
+def assign(case_id: str):
+    case = _get(case_id)
+    me = _me()
+    form = forms.AssignForm(prefix="assign")
+    supervisor = me.role == "supervisor"
+    if supervisor:
+        form.assignee.choices = _assign_choices(service.staff(db.session), _("Choose a person"))
+    if not form.validate_on_submit():
+        return _invalid(case, "assign", form)
+    if supervisor:
+        assignee = db.session.get(User, form.assignee.data) if form.assignee.data else None
+        if assignee is None:
+            return _refused(case.id, "assign", form,
+                            DomainError(_l("Choose the caseworker or supervisor to assign.")))
+    else:
+        assignee = me  # a caseworker takes a new request for themself
+    return _apply(case, "assign", form,
+                  lambda: service.assign(db.session, me, case, assignee, version=form.version_number),
+                  _("Assigned to %(name)s.", name=person(assignee)), "#assignment")
+
+
+@bp.route("/cases/<case_id>/measures/<measure_id>", methods=["POST"])
+def measure(case_id: str, measure_id: str):
+    case = _get(case_id)
+    if not service.can_work(_me(), case):
+        abort(403)
+    item = db.session.get(Measure, measure_id) if len(measure_id) == 32 else None
+    if item is None or item.case_id != case.id:
+        abort(404)
+    key = f"measure:{item.id}"
+    form = forms.MeasureForm(prefix=f"m-{item.id}")
+    form.to.choices = _measure_choices(item) if item.status in codes.MEASURE_FLOW[:-1] else []
+    if not form.validate_on_submit():
+        return _invalid(case, key, form)
+    me = _me()
+    return _apply(case, key, form,
+                  lambda: service.advance_measure(db.session, me, case, item, form.to.data,
+                                                  version=form.version_number),
+                  _("The measure was updated."), "#measures")
+
+
+@bp.route("/cases/<case_id>/threats/<threat_id>/report", methods=["POST"])
+def platform_report(case_id: str, threat_id: str):
+    case = _get(case_id)
+    if not service.can_work(_me(), case):
+        abort(403)
+    threat = db.session.get(OnlineThreat, threat_id) if len(threat_id) == 32 else None
+    if threat is None or threat.case_id != case.id:
+        abort(404)
+    key = f"report:{threat.id}"
+    form = forms.PlatformReportForm(prefix=f"r-{threat.id}")
+    if not form.validate_on_submit():
+        return _invalid(case, key, form)
+    utc = lambda value: value.astimezone(timezone.utc) if value else None  # noqa: E731
+    me = _me()
+    return _apply(case, key, form,
+                  lambda: service.record_platform_report(
+                      db.session, me, case, threat, reported_at=utc(form.reported_at.data),
+                      report_id=form.report_id.data, outcome=form.outcome.data or None,
+                      responded_at=utc(form.responded_at.data), removed_at=utc(form.removed_at.data)),
+                  _("The report to the platform was saved."), "#threats")
+
+
+@bp.route("/cases/<case_id>/notes", methods=["POST"])
+def note(case_id: str):
+    case = _get(case_id)
+    form = forms.NoteForm(prefix="note")
+    if not form.validate_on_submit():
+        return _invalid(case, "note", form)
+    me = _me()
+    return _apply(case, "note", form, lambda: service.add_note(db.session, me, case, form.body.data),
+                  _("The note was added."), "#notes")
+
+
+@bp.route("/cases/<case_id>/messages", methods=["POST"])
+def message(case_id: str):
+    case = _get(case_id)
+    if not service.can_work(_me(), case):
+        abort(403)
+    form = forms.MessageForm(prefix="message")
+    if not form.validate_on_submit():
+        return _invalid(case, "message", form)
+    me = _me()
+    return _apply(case, "message", form,
+                  lambda: service.send_message(db.session, me, case, form.body.data),
+                  _("The message was sent to the petitioner."), "#messages")
+
+
+@bp.route("/cases/<case_id>/reveal", methods=["POST"])
+def reveal(case_id: str):
+    case = _get(case_id)
+    form = forms.RevealForm(prefix="reveal")
+    if not form.validate_on_submit():
+        return _invalid(case, "reveal", form)
+    try:
+        name = service.reveal_identity(db.session, _me(), case, form.reason.data)
+    except DomainError as exc:
+        return _refused(case.id, "reveal", form, exc)
+    # Shown once, on this response: nothing keeps it, a reload asks (and audits) again.
+    case = _get(case.id, audit_view=True)
+    return _render_case(case, revealed=name)
+
+
+# -- evidence ------------------------------------------------------------------
+
+def _evidence_recipients() -> list[str]:
+    return [serverkeys.recipient(db.session, "evidence")]
+
+
+@bp.route("/cases/<case_id>/evidence", methods=["POST"])
+@accepts_uploads(recipients=_evidence_recipients)
+def add_evidence(case_id: str):
+    case = _get(case_id)
+    if not service.can_work(_me(), case):
+        abort(403)
+    form = forms.EvidenceForm(prefix="evidence")
+    _evidence_choices(form, case)
+    if not form.validate_on_submit():
+        return _invalid(case, "evidence", form)
+    uploads = [f.stream for f in request.files.getlist("evidence-files")
+               if f.filename or getattr(f.stream, "size", 0)]
+    me = _me()
+
+    def keep():
+        if not uploads:
+            raise DomainError(_l("Choose at least one file."))
+        for upload in uploads:
+            service.add_evidence(db.session, me, case, upload, incident_id=form.incident.data or None,
+                                 online_threat_id=form.threat.data or None)
+
+    return _apply(case, "evidence", form, keep,
+                  _("%(n)d file(s) added, encrypted.", n=len(uploads)), "#evidence")
+
+
+def _attachment(filename: str) -> str:
+    """Content-Disposition for a user-supplied name: a safe ASCII fallback and the UTF-8 name."""
+    name = "".join(ch for ch in filename if ch.isprintable() and ch not in "/\\\"").strip()[:200]
+    name = name.strip(". ") or "file"
+    fallback = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    fallback = re.sub(r"[^A-Za-z0-9._()-]+", "_", fallback).strip("._") or "file"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+@bp.route("/cases/<case_id>/evidence/<evidence_id>")
+def evidence(case_id: str, evidence_id: str):
+    case = _get(case_id)
+    try:
+        item = service.evidence_download(db.session, _me(), case, evidence_id)
+    except NotFound:
+        abort(404)
+    identity = serverkeys.identity(db.session, "evidence")
+    try:
+        raw = blob_store().open(item.blob_id)
+    except BlobNotFound:
+        db.session.rollback()
+        log.error("evidence %s: its blob is missing", item.id)
+        abort(404)
+    try:
+        plain = agefile.open_decrypted(raw, [identity])
+    except agefile.AgeError:
+        raw.close()
+        db.session.rollback()
+        log.error("evidence %s: the blob does not open with the evidence key", item.id)
+        abort(500)
+    filename, size = item.filename or "file", item.size
+    db.session.commit()  # the audit row, before a byte leaves
+
+    def chunks():
+        try:
+            while chunk := plain.read(DOWNLOAD_CHUNK):
+                yield chunk
+        finally:
+            plain.close()
+            raw.close()
+
+    response = Response(stream_with_context(chunks()), mimetype="application/octet-stream")
+    response.headers["Content-Disposition"] = _attachment(filename)
+    response.headers["Content-Length"] = str(size)
+    response.call_on_close(raw.close)
+    return response
