@@ -24,6 +24,7 @@ from ..crypto import agefile, serverkeys
 from ..crypto.blobs import BlobError
 from ..crypto.uploads import EncryptedUpload, accepts_uploads
 from ..errors import DomainError, NotFound, PermissionDenied
+from ..deadlines import service as deadlines
 from ..extensions import db, utcnow
 from . import codes, service
 from .intake_forms import (NONE, AppealForm, EvidenceForm, IncidentForm, MessageForm, SubmitForm,
@@ -376,6 +377,8 @@ def _render_case(case: Case, *, message_form=None, evidence_form=None, withdraw_
     page = render_template(
         "intake/case.html", case=case, codes=codes, statuses=codes.STATUSES, explained=codes.STATUS_EXPLAINED,
         next_step=NEXT_STEP.get(case.status), thread=thread, new_ids=new_ids,
+        next_deadline=deadlines.next_deadline(db.session, case), stages=deadlines.STAGES,
+        time_left=deadlines.time_left,
         incident_evidence=_evidence_by(case, "incident_id"),
         threat_evidence=_evidence_by(case, "online_threat_id"),
         message_form=message_form or MessageForm(formdata=None),

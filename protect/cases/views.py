@@ -30,6 +30,8 @@ from ..crypto import agefile, serverkeys
 from ..crypto.blobs import BlobNotFound
 from ..crypto.uploads import accepts_uploads, blob_store
 from ..errors import DomainError, NotFound, PermissionDenied
+from ..deadlines import service as deadlines
+from ..deadlines.forms import EmptyForm, PauseForm
 from ..extensions import db, utcnow
 from . import codes, forms, service
 from .forms import MEXICO
@@ -350,6 +352,9 @@ def _render_case(case: Case, *, status: int = 200, failed: str | None = None, fo
         page_forms=page_forms, measure_forms=measure_forms, threat_forms=threat_forms,
         events=events, messages=messages, notes=notes, names=names, error=error,
         revealed=revealed, type_names={t.code: _type_name(t) for t in types},
+        clocks=deadlines.case_clocks(session, case), clock_stages=deadlines.STAGES,
+        clock_states=deadlines.STATES, time_left=deadlines.time_left,
+        pause_form=PauseForm(prefix="pause"), resume_form=EmptyForm(prefix="resume"),
         type_info={t.code: (_type_name(t), MEASURE_CATEGORIES.get(t.category, t.category)) for t in types})
     session.commit()  # the audit row of this view
     return html, status

@@ -46,7 +46,7 @@ def _clock(case_id: str, clock_id: str):
 @bp.route("/cases/<case_id>/clocks/<clock_id>/pause", methods=["POST"])
 def pause(case_id: str, clock_id: str):
     case, clock = _clock(case_id, clock_id)
-    form = PauseForm()
+    form = PauseForm(prefix="pause")
     if not form.validate_on_submit():
         flash(_("Say why the deadline is paused (for example, waiting on the petitioner)."), "error")
         return redirect(url_for("cases.case", case_id=case.id))
@@ -66,7 +66,7 @@ def pause(case_id: str, clock_id: str):
 @bp.route("/cases/<case_id>/clocks/<clock_id>/resume", methods=["POST"])
 def resume(case_id: str, clock_id: str):
     case, clock = _clock(case_id, clock_id)
-    if EmptyForm().validate_on_submit():
+    if EmptyForm(prefix="resume").validate_on_submit():
         try:
             service.resume(db.session, current_user, case, clock)
         except PermissionDenied:

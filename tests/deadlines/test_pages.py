@@ -110,3 +110,34 @@ def test_moving_the_app_clock_moves_deadlines(app, client, make_account):
     assert "badge-due_soon" in wait(140)
     page = wait(40)
     assert "badge-overdue" in page and "overdue by" in page and "1 overdue" in page
+
+
+def test_case_page_shows_clocks_and_pause_resume(app, client, make_account):
+    j, cw = make_account("journalist"), make_account("caseworker")
+    case_id, _ = _case(app, j.id, cw.id)
+    login(client, cw)
+    page = client.get(f"/cases/{case_id}", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert "Internal target: the Law sets no term" in page and "version 1" in page and "due in" in page
+    with app.app_context():
+        clock_id = deadlines.case_clocks(db.session, db.session.get(cases.Case, case_id))[0].id
+    token = csrf_token(client, f"/cases/{case_id}")
+    r = client.post(f"/cases/{case_id}/clocks/{clock_id}/pause",
+                    data={"pause-csrf_token": token, "pause-reason": "Waiting for the petitioner's ID"})
+    assert r.status_code == 302
+    page = client.get(f"/cases/{case_id}", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert "badge-paused" in page and "Waiting for the petitioner&#39;s ID" in page
+    r = client.post(f"/cases/{case_id}/clocks/{clock_id}/resume", data={"resume-csrf_token": token})
+    assert "badge-running" in client.get(f"/cases/{case_id}").get_data(as_text=True)
+    # Another caseworker cannot touch it.
+    other = app.test_client()
+    login(other, make_account("caseworker"))
+    assert other.post(f"/cases/{case_id}/clocks/{clock_id}/pause",
+                      data={"pause-csrf_token": csrf_token(other, "/queue"), "pause-reason": "x"}).status_code == 404
+
+
+def test_journalist_sees_the_next_deadline_in_plain_words(app, client, make_account):
+    j, cw = make_account("journalist"), make_account("caseworker")
+    case_id, _ = _case(app, j.id, cw.id)
+    login(client, j)
+    page = client.get(f"/requests/{case_id}", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert "By law, this step (triage) must be done by" in page and "due in 2 h" in page
