@@ -10,21 +10,20 @@ of somebody else look the same (404).
 from __future__ import annotations
 
 import logging
-from urllib.parse import quote
 
-from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template,
-                   request, stream_with_context, url_for)
+from flask import (Blueprint, abort, current_app, flash, redirect, render_template,
+                   request, url_for)
 from flask_babel import format_date, gettext as _, lazy_gettext as _l, ngettext
 from flask_login import current_user
 from werkzeug.routing import BuildError
-from werkzeug.utils import secure_filename
 from wtforms import SelectChoice
 
-from ..crypto import agefile, serverkeys
+from ..crypto import serverkeys
 from ..crypto.blobs import BlobError
+from ..crypto.downloads import decrypted_attachment
 from ..crypto.uploads import EncryptedUpload, accepts_uploads
-from ..errors import DomainError, NotFound, PermissionDenied
 from ..deadlines import service as deadlines
+from ..errors import DomainError, NotFound, PermissionDenied
 from ..extensions import db, utcnow
 from . import codes, service
 from .intake_forms import (NONE, AppealForm, EvidenceForm, IncidentForm, MessageForm, SubmitForm,
@@ -481,40 +480,5 @@ def evidence(case_id: str, evidence_id: str):
         item = service.evidence_download(db.session, _user(), case, evidence_id)
     except NotFound:
         abort(404)
-    filename, blob_id, size = item.filename or "file", item.blob_id, item.size
-    identity = serverkeys.identity(db.session, "evidence")
-    store = current_app.extensions["protect.blobs"]
-    try:
-        source = store.open(blob_id)
-    except BlobError:
-        db.session.rollback()
-        log.error("evidence blob %s cannot be opened", blob_id)
-        abort(404)
-    try:
-        plain = agefile.open_decrypted(source, [identity])
-    except agefile.AgeError:
-        source.close()
-        db.session.rollback()
-        log.error("evidence blob %s cannot be decrypted", blob_id)
-        abort(500)
-    db.session.commit()  # the audit row, before a byte leaves
-
-    def chunks():
-        try:
-            while chunk := plain.read(DOWNLOAD_CHUNK):
-                yield chunk
-        finally:
-            plain.close()
-            source.close()
-
-    response = Response(stream_with_context(chunks()), mimetype="application/octet-stream")
-    response.headers["Content-Disposition"] = _attachment(filename)
-    response.headers["Content-Length"] = str(size)
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
-def _attachment(filename: str) -> str:
-    name = filename.replace("\\", "/").rsplit("/", 1)[-1] or "file"
-    ascii_name = secure_filename(name) or "evidence"
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+    return decrypted_attachment(item.blob_id, [serverkeys.identity(db.session, "evidence")],
+                                item.filename or "file", item.size, before_first_byte=db.session.commit)

@@ -9,16 +9,13 @@ parts) is not theirs to see, 403 when they may see it but not do that.
 from __future__ import annotations
 
 import logging
-import re
-import unicodedata
 from dataclasses import dataclass
 from datetime import timezone
 from typing import Callable
-from urllib.parse import quote
 
 from babel import dates as babel_dates
-from flask import (Blueprint, Response, abort, flash, redirect, render_template, request,
-                   stream_with_context, url_for)
+from flask import (Blueprint, abort, flash, redirect, render_template, request,
+                   url_for)
 from flask_babel import get_locale, gettext as _, lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy.orm.exc import StaleDataError
@@ -26,12 +23,12 @@ from werkzeug.routing import BuildError
 from wtforms import SelectChoice
 
 from ..accounts.models import User
-from ..crypto import agefile, serverkeys
-from ..crypto.blobs import BlobNotFound
-from ..crypto.uploads import accepts_uploads, blob_store
-from ..errors import DomainError, NotFound, PermissionDenied
+from ..crypto import serverkeys
+from ..crypto.downloads import decrypted_attachment
+from ..crypto.uploads import accepts_uploads
 from ..deadlines import service as deadlines
 from ..deadlines.forms import EmptyForm, PauseForm
+from ..errors import DomainError, NotFound, PermissionDenied
 from ..extensions import db, utcnow
 from . import codes, forms, service
 from .forms import MEXICO
@@ -597,15 +594,6 @@ def add_evidence(case_id: str):
                   _("%(n)d file(s) added, encrypted.", n=len(uploads)), "#evidence")
 
 
-def _attachment(filename: str) -> str:
-    """Content-Disposition for a user-supplied name: a safe ASCII fallback and the UTF-8 name."""
-    name = "".join(ch for ch in filename if ch.isprintable() and ch not in "/\\\"").strip()[:200]
-    name = name.strip(". ") or "file"
-    fallback = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-    fallback = re.sub(r"[^A-Za-z0-9._()-]+", "_", fallback).strip("._") or "file"
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
-
-
 @bp.route("/cases/<case_id>/evidence/<evidence_id>")
 def evidence(case_id: str, evidence_id: str):
     case = _get(case_id)
@@ -613,33 +601,5 @@ def evidence(case_id: str, evidence_id: str):
         item = service.evidence_download(db.session, _me(), case, evidence_id)
     except NotFound:
         abort(404)
-    identity = serverkeys.identity(db.session, "evidence")
-    try:
-        raw = blob_store().open(item.blob_id)
-    except BlobNotFound:
-        db.session.rollback()
-        log.error("evidence %s: its blob is missing", item.id)
-        abort(404)
-    try:
-        plain = agefile.open_decrypted(raw, [identity])
-    except agefile.AgeError:
-        raw.close()
-        db.session.rollback()
-        log.error("evidence %s: the blob does not open with the evidence key", item.id)
-        abort(500)
-    filename, size = item.filename or "file", item.size
-    db.session.commit()  # the audit row, before a byte leaves
-
-    def chunks():
-        try:
-            while chunk := plain.read(DOWNLOAD_CHUNK):
-                yield chunk
-        finally:
-            plain.close()
-            raw.close()
-
-    response = Response(stream_with_context(chunks()), mimetype="application/octet-stream")
-    response.headers["Content-Disposition"] = _attachment(filename)
-    response.headers["Content-Length"] = str(size)
-    response.call_on_close(raw.close)
-    return response
+    return decrypted_attachment(item.blob_id, [serverkeys.identity(db.session, "evidence")],
+                                item.filename or "file", item.size, before_first_byte=db.session.commit)

@@ -402,7 +402,7 @@ def test_evidence_download_returns_exactly_the_uploaded_bytes(app, client, journ
     assert response.headers["Content-Type"] == "application/octet-stream"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     disposition = response.headers["Content-Disposition"]
-    assert disposition.startswith('attachment; filename="fotografia_1.html"')
+    assert disposition.startswith('attachment; filename="fotografia_1_.html"')
     assert "filename*=UTF-8''fotograf%C3%ADa%20%3C1%3E.html" in disposition
     # On disk, only ciphertext.
     [blob] = [p for p in blob_files(app) if p.name == blob_id]

@@ -17,6 +17,7 @@ from protect.accounts.models import User
 from protect.audit.models import AuditEntry
 from protect.cases import service
 from protect.cases.models import Case, Measure, OnlineThreat
+from protect.crypto.downloads import attachment_header
 from protect.extensions import db
 from tests.conftest import csrf_token, login
 
@@ -588,15 +589,14 @@ def test_evidence_upload_and_audited_download(app, client, make_account, journal
 
 
 def test_attachment_header_is_safe_for_hostile_names():
-    from protect.cases.views import _attachment
-    header = _attachment('..\\../etc/"passwd"\r\nX-Evil: 1.pdf')
+    header = attachment_header('..\\../etc/"passwd"\r\nX-Evil: 1.pdf')
     assert "\r" not in header and "\n" not in header
     fallback = re.search(r'filename="([^"]*)"', header).group(1)
     assert re.fullmatch(r"[A-Za-z0-9._()-]+", fallback) and "/" not in fallback
     assert "filename*=UTF-8''" in header and "%2F" not in header  # separators dropped, not encoded
-    assert 'filename="file"' in _attachment("...")
-    assert "filename*=UTF-8''%E5%A8%81%E8%83%81.txt" in _attachment("威胁.txt")
-    assert 'filename="txt"' in _attachment("威胁.txt")
+    assert 'filename="file"' in attachment_header("...")
+    assert "filename*=UTF-8''%E5%A8%81%E8%83%81.txt" in attachment_header("威胁.txt")
+    assert 'filename="txt"' in attachment_header("威胁.txt")
 
 
 def test_pages_render_in_spanish_by_default(app, client, make_account, journalist):
