@@ -48,7 +48,7 @@ INCIDENT_TYPES = {
     "surveillance": _l("Surveillance"),
     "digital_attack": _l("Digital attack"),
     "smear": _l("Smear campaign"),
-    "kidnapping": _l("Kidnapping or attempt"),
+    "kidnapping": _l("Kidnapping or attempted kidnapping"),
     "raid": _l("Raid"),
     "judicial": _l("Judicial harassment"),
     "other": _l("Other"),
@@ -149,9 +149,9 @@ DECISION_REASONS = {
 }
 
 AUTHORITIES = {
-    "federal": _l("Federal"),
-    "state": _l("State"),
-    "municipal": _l("Municipal"),
+    "federal": _l("Federal government"),
+    "state": _l("State government"),
+    "municipal": _l("Municipal government"),
     "private": _l("Private provider"),
 }
 

@@ -16,7 +16,7 @@ from typing import Callable
 from babel import dates as babel_dates
 from flask import (Blueprint, abort, flash, redirect, render_template, request,
                    url_for)
-from flask_babel import get_locale, gettext as _, lazy_gettext as _l
+from flask_babel import get_locale, gettext as _, lazy_gettext as _l, ngettext
 from flask_login import current_user
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.routing import BuildError
@@ -591,7 +591,8 @@ def add_evidence(case_id: str):
                                  online_threat_id=form.threat.data or None)
 
     return _apply(case, "evidence", form, keep,
-                  _("%(n)d file(s) added, encrypted.", n=len(uploads)), "#evidence")
+                  ngettext("%(num)d file added, encrypted.", "%(num)d files added, encrypted.",
+                           len(uploads)), "#evidence")
 
 
 @bp.route("/cases/<case_id>/evidence/<evidence_id>")

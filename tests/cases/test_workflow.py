@@ -72,7 +72,7 @@ def test_invalid_transition_is_refused_with_a_message(people):
     cw = people["caseworker"]
     case = submitted_case(people)
     service.assign(db.session, cw, case, cw)
-    with pytest.raises(DomainError, match="not possible"):
+    with pytest.raises(DomainError, match="no es posible"):  # Spanish: the default language
         service.record_assessment(db.session, cw, case, level="high", factors="x", recommendation="y")
 
 
