@@ -25,7 +25,9 @@ translations: $(VENV)/.runtime
 run: $(VENV)/.runtime translations
 	$(BIN)/flask db upgrade
 	$(BIN)/flask protect demo
-	$(BIN)/flask run --host 127.0.0.1 --port 5000
+	@echo "protect is on http://127.0.0.1:5000 (Ctrl-C stops it)"
+	$(BIN)/gunicorn --bind 127.0.0.1:5000 --worker-class gthread --workers 1 --threads 8 \
+		--access-logfile - --access-logformat '%(t)s "%(r)s" %(s)s %(L)ss' app:app
 
 ## Run the whole test suite, on SQLite and PostgreSQL.
 test: $(VENV)/.dev translations
