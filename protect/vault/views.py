@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template
 
+from . import service  # noqa: F401  (registers the vault models)
+
 bp = Blueprint("vault", __name__, url_prefix="/vault")
 
 
