@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from datetime import timedelta
 
 import click
@@ -61,7 +62,12 @@ def reset_2fa(email):
 
 
 @cli.command("demo")
-def demo():
+@click.option("--cases", "cases", default=0, show_default=True, type=click.IntRange(min=0), metavar="N",
+              help="Also top the database up to N cases with synthetic ones (every stage, three years "
+                   "of timeline), made for demo caseworker, supervisor and journalist pools. Idempotent: "
+                   "only the cases missing to reach N are generated; 0 generates none.")
+@click.option("--seed", type=int, default=None, help="Random seed for the synthetic cases.")
+def demo(cases, seed):
     """Seed one demo account per role and print the logins (idempotent)."""
     if current_app.extensions["protect.settings"].production:
         raise click.ClickException("demo accounts are refused in production")
@@ -79,6 +85,32 @@ def demo():
             line += f"   totp_secret: {secret}"
         click.echo(line)
     db.session.commit()
+    if cases:
+        _demo_cases(cases, seed)
+
+
+def _demo_cases(target: int, seed: int | None) -> None:
+    from .cases import demo as demo_data
+
+    missing = max(0, target - demo_data.count_cases(db.session))
+    if missing:
+        click.echo(f"Generating {missing} synthetic cases:")
+
+        def progress(done, total, seconds):
+            click.echo(f"  {done}/{total} cases, {seconds:.1f} s")
+
+        started = time.perf_counter()
+        demo_data.generate_cases(db.session, missing, seed=seed,
+                                 progress=progress if missing > 5000 else None)
+        seconds = time.perf_counter() - started
+        click.echo(f"  {missing} cases in {seconds:.1f} s ({missing / seconds:,.0f} cases/s)")
+    else:
+        demo_data.ensure_pools(db.session)
+    click.echo(f"{demo_data.count_cases(db.session)} cases in the database. "
+               f"Case pool logins (password for all: {demo_data.POOL_PASSWORD}):")
+    for email, role, secret in demo_data.pool_logins(db.session):
+        click.echo(f"  {role:<11} {email:<36} totp_secret: {secret}")
+    click.echo(f"  journalist  {demo_data.JOURNALISTS[0]} … {demo_data.JOURNALISTS[-1]}")
 
 
 @cli.command("rotate-keys")
@@ -135,6 +167,28 @@ def sweep():
     result = deadlines.sweep(db.session, escalate_after=timedelta(minutes=settings.escalate_after_minutes))
     click.echo(f"due soon: {result.due_soon}, overdue: {result.overdue}, "
                f"escalated: {result.escalated}, notifications: {result.notifications}")
+    if settings.mail_server:  # the sweep committed: its e-mail may go now
+        _send_mail(limit=10000)
+
+
+@cli.command("send-mail")
+@click.option("--limit", default=10000, show_default=True, help="Most e-mails to send in this run.")
+@click.option("--retry-failed", is_flag=True, help="First put e-mails that gave up back in the queue.")
+def send_mail(limit, retry_failed):
+    """Send the outbox's due e-mail (retries with backoff). Safe to run from many hosts."""
+    from .notify import mail
+    if not current_app.extensions["protect.settings"].mail_server:
+        raise click.ClickException("no mail server configured (PROTECT_MAIL_SERVER)")
+    if retry_failed:
+        click.echo(f"re-queued: {mail.retry_failed(db.session)}")
+    _send_mail(limit)
+
+
+def _send_mail(limit: int) -> None:
+    from .notify import mail
+    result = mail.deliver(db.session, limit=limit)
+    click.echo(f"e-mail sent: {result.sent}, to retry: {result.retrying}, failed: {result.failed}, "
+               f"still queued: {mail.pending_count(db.session)}")
 
 
 @cli.command("audit-verify")

@@ -45,8 +45,18 @@ class Settings:
     blob_url: str = ""
     s3_endpoint_url: str = ""
     max_upload_mb: int = 100
+    # Outgoing e-mail: "host:port" (port 25 when left out); empty sends none (in-app notices only).
     mail_server: str = ""
     mail_from: str = "protect@localhost"
+    # Login for the mail server (only sent after STARTTLS when that is on).
+    mail_username: str = ""
+    mail_password: str = ""
+    # Upgrade the connection with STARTTLS (certificate checked); off only for a local relay.
+    mail_starttls: bool = True
+    # Seconds to wait on the mail server per connection and command.
+    mail_timeout_seconds: int = 30
+    # Tries per e-mail (backoff 1, 2, 4 ... min, at most 1 h apart) before it is marked failed.
+    mail_max_attempts: int = 24
     # Overdue clocks go to the supervisors this long after they became overdue.
     escalate_after_minutes: int = 60
     # The web process sweeps on a thread this often (0: off; run `flask protect sweep` from a timer).

@@ -69,6 +69,7 @@ class Keyring:
             raise KeyringError("no master key")
         self.keys = list(keys)
         self._by_kid = {k.kid: k for k in keys}
+        self._ciphers: dict[bytes, AESGCM] = {}  # one AESGCM per derived key, not per call
 
     @property
     def newest(self) -> MasterKey:
@@ -86,7 +87,7 @@ class Keyring:
         nonce = os.urandom(12)
         kid = key.kid.encode()
         head = bytes([VERSION, len(kid)]) + kid
-        body = AESGCM(self._secret(key, purpose)).encrypt(nonce, plaintext, head + aad.encode())
+        body = self._cipher(self._secret(key, purpose)).encrypt(nonce, plaintext, head + aad.encode())
         return head + nonce + body
 
     def open(self, sealed: bytes, aad: str, *, purpose: str = "columns") -> bytes:
@@ -94,7 +95,7 @@ class Keyring:
         nonce = sealed[len(head):len(head) + 12]
         body = sealed[len(head) + 12:]
         try:
-            return AESGCM(self._secret(self.key(kid), purpose)).decrypt(
+            return self._cipher(self._secret(self.key(kid), purpose)).decrypt(
                 nonce, body, head + aad.encode())
         except InvalidTag:
             raise IntegrityError(f"sealed value for {aad.split(':')[0]} failed its integrity check") from None
@@ -109,6 +110,12 @@ class Keyring:
             return head[2:].decode("ascii"), head
         except UnicodeDecodeError:
             raise IntegrityError("not a sealed value") from None
+
+    def _cipher(self, secret: bytes) -> AESGCM:
+        cipher = self._ciphers.get(secret)
+        if cipher is None:
+            cipher = self._ciphers[secret] = AESGCM(secret)
+        return cipher
 
     @staticmethod
     def _secret(key: MasterKey, purpose: str) -> bytes:

@@ -205,11 +205,17 @@ def _claim(db: Session, where, values: dict) -> list:
     running at once each clock's change is made, and reported, by one only.
     On PostgreSQL rows another sweep holds are skipped, not waited for.
     """
-    ids = select(Clock.id).where(where)
     if db.get_bind().dialect.name == "postgresql":
-        ids = ids.with_for_update(skip_locked=True)
-    statement = (update(Clock).where(Clock.id.in_(ids.scalar_subquery()), where).values(**values)
-                 .returning(Clock.id, Clock.case_id, Clock.stage, Clock.state))
+        ids = select(Clock.id).where(where).with_for_update(skip_locked=True)
+        where = Clock.id.in_(ids.scalar_subquery()) & where
+    # (SQLite lets one writer in at a time: the UPDATE's own condition is the whole claim.)
+    # The case's assignee and reference come back with each row (correlated subqueries), so
+    # no second query needs an IN list as long as the changes (drivers cap parameters at 65535).
+    of_case = lambda column: select(column).where(Case.id == Clock.case_id).correlate(Clock).scalar_subquery()
+    statement = (update(Clock).where(where).values(**values)
+                 .returning(Clock.id, Clock.case_id, Clock.stage, Clock.state,
+                            of_case(Case.assignee_id).label("assignee_id"),
+                            of_case(Case.reference).label("reference")))
     return db.execute(statement, execution_options={"synchronize_session": False}).all()
 
 
@@ -226,22 +232,18 @@ def sweep(db: Session, now: datetime | None = None, *, escalate_after: timedelta
     result.due_soon = len(changed) - result.overdue
     result.escalated = len(late)
 
-    case_ids = {row.case_id for row in changed + late}
-    cases = {c.id: c for c in db.execute(select(Case.id, Case.assignee_id, Case.reference)
-                                         .where(Case.id.in_(case_ids))).all()} if case_ids else {}
     supervisors = list(db.execute(select(User.id).where(User.role == "supervisor", User.active)).scalars())
     notes = []
     for row in changed:
-        case = cases[row.case_id]
-        for user in ([case.assignee_id] if case.assignee_id else supervisors):
+        for user in ([row.assignee_id] if row.assignee_id else supervisors):
             notes.append({"key": f"clock:{row.id}:{row.state}:{user}", "user_id": user,
                           "kind": f"deadline_{row.state}", "case_id": row.case_id,
-                          "data": {"stage": row.stage, "reference": case.reference}})
+                          "data": {"stage": row.stage, "reference": row.reference}})
     for row in late:
         for user in supervisors:
             notes.append({"key": f"escalate:{row.id}:{user}", "user_id": user, "kind": "deadline_escalated",
                           "case_id": row.case_id,
-                          "data": {"stage": row.stage, "reference": cases[row.case_id].reference}})
+                          "data": {"stage": row.stage, "reference": row.reference}})
     result.notifications = notify_many(db, notes)
     db.commit()
     return result

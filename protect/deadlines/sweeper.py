@@ -2,7 +2,8 @@
 
 For the single-machine default. Multi-host deployments turn it off
 (``PROTECT_SWEEP_INTERVAL_SECONDS=0``) and run ``flask protect sweep`` from a
-timer on any number of hosts instead.
+timer on any number of hosts instead. After each sweep (committed) the thread
+sends the outbox's due e-mail, so it also retries e-mail that failed before.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from datetime import timedelta
 from flask import Flask
 
 from ..extensions import db
+from ..notify import mail
 from . import service
 
 log = logging.getLogger(__name__)
@@ -41,18 +43,33 @@ def start(app: Flask) -> threading.Thread:
     def run():
         while not stop.wait(settings.sweep_interval_seconds):
             with app.app_context():
-                try:
-                    result = service.sweep(db.session, escalate_after=timedelta(
-                        minutes=settings.escalate_after_minutes))
-                    if result.notifications:
-                        log.info("sweep: %s", result)
-                except Exception:
-                    db.session.rollback()
-                    log.exception("sweep failed; trying again at the next interval")
-                finally:
-                    db.session.remove()
+                run_once(settings)
 
     thread = threading.Thread(target=run, name="protect-sweeper", daemon=True)
     thread.start()
     app.extensions["protect.sweeper"] = stop
     return thread
+
+
+def run_once(settings) -> None:
+    """One sweep, then the outbox's due e-mail (each failing alone); in an app context."""
+    try:
+        result = service.sweep(db.session, escalate_after=timedelta(minutes=settings.escalate_after_minutes))
+        if result.notifications:
+            log.info("sweep: %s", result)
+    except Exception:
+        db.session.rollback()
+        log.exception("sweep failed; trying again at the next interval")
+    finally:
+        db.session.remove()
+    if not settings.mail_server:
+        return
+    try:
+        delivered = mail.deliver(db.session)
+        if delivered:
+            log.info("mail: %s", delivered)
+    except Exception:
+        db.session.rollback()
+        log.exception("sending e-mail failed; trying again at the next interval")
+    finally:
+        db.session.remove()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Integer, String
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import UTCDateTime, db, utcnow
@@ -18,7 +18,44 @@ class Notification(db.Model):
     key: Mapped[str] = mapped_column(String(160), unique=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(40))
-    case_id: Mapped[str | None] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    # Indexed: deleting a case looks its notifications up (ON DELETE CASCADE).
+    case_id: Mapped[str | None] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
     data: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+OUTBOX_STATES = ("pending", "sending", "sent", "failed")
+
+
+class OutboxEmail(db.Model):
+    """An e-mail waiting to be sent (the transactional outbox).
+
+    Written in the transaction that writes its notification (same ``key``),
+    so an e-mail exists exactly when its notification committed; the sender
+    (``protect.notify.mail.deliver``) picks it up only after that commit.
+    Subject and body are rendered at enqueue time in the recipient's language
+    and hold the case reference and the stage only. The address is not
+    stored here: it is opened from the recipient's sealed e-mail at send time.
+
+    ``next_attempt_at`` is when a pending row is due, and for a row being
+    sent it is the end of the sender's lease: a ``sending`` row past it was
+    left by a sender that died, and is tried again.
+    """
+
+    __tablename__ = "email_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(160), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    language: Mapped[str] = mapped_column(String(5))
+    subject: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(10), default="pending")  # OUTBOX_STATES
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(String(80))  # exception class name only
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_email_outbox_state_next", "state", "next_attempt_at"),)

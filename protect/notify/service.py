@@ -2,24 +2,32 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ..extensions import utcnow
+from . import mail
+from .bulk import insert_new
 from .models import Notification
 
 
 def notify_many(db: Session, rows: list[dict]) -> int:
-    """Insert notifications, skipping any whose key exists; returns how many were new."""
+    """Insert notifications, skipping any whose key exists; returns how many were new.
+
+    When a mail server is configured, each new notification also queues its
+    e-mail in the outbox (same key, same transaction): the e-mail exists
+    exactly when the notification committed, and is sent after that commit.
+    """
     if not rows:
         return 0
-    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
     now = utcnow()
-    values = [dict(row, created_at=row.get("created_at", now), data=row.get("data", {})) for row in rows]
-    statement = (insert(Notification).values(values).on_conflict_do_nothing(index_elements=["key"])
-                 .returning(Notification.id))
-    return len(db.execute(statement).all())
+    values = [{"key": row["key"], "user_id": row["user_id"], "kind": row["kind"],
+               "case_id": row.get("case_id"), "data": row.get("data") or {}} for row in rows]
+    if not mail.enabled():
+        return insert_new(db, Notification.__table__, values, {"created_at": now}, keys=False)
+    new = set(insert_new(db, Notification.__table__, values, {"created_at": now}))
+    if new:
+        mail.enqueue(db, [row for row in values if row["key"] in new], now)
+    return len(new)
 
 
 def unread_count(db: Session, user_id: str) -> int:
