@@ -16,6 +16,7 @@ from .crypto import keyring as keyring_mod, rotation
 from .errors import DomainError
 from .deadlines import service as deadlines
 from .extensions import db
+from .vault import service as vaults
 
 cli = AppGroup("protect", help="protect's operator commands.")
 
@@ -167,8 +168,15 @@ def sweep():
     result = deadlines.sweep(db.session, escalate_after=timedelta(minutes=settings.escalate_after_minutes))
     click.echo(f"due soon: {result.due_soon}, overdue: {result.overdue}, "
                f"escalated: {result.escalated}, notifications: {result.notifications}")
+    click.echo(f"vaults: {vaults.sweep(db.session)}")
     if settings.mail_server:  # the sweep committed: its e-mail may go now
         _send_mail(limit=10000)
+
+
+@cli.command("collect-garbage")
+def collect_garbage():
+    """Delete blobs no row points to (older than an hour) and stale upload temporaries."""
+    click.echo(f"{vaults.collect_garbage(db.session)}")
 
 
 @cli.command("send-mail")

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 
 from flask import Flask
 
 from ..extensions import db
 from ..notify import mail
+from ..vault import service as vaults
 from . import service
 
 log = logging.getLogger(__name__)
+GARBAGE_EVERY_SECONDS = 3600
 
 
 def install(app: Flask) -> None:
@@ -41,9 +44,14 @@ def start(app: Flask) -> threading.Thread:
     stop = threading.Event()
 
     def run():
+        last_collection = 0.0
         while not stop.wait(settings.sweep_interval_seconds):
+            # Garbage collection lists the whole blob store: hourly, not every minute.
+            collect = time.monotonic() - last_collection >= GARBAGE_EVERY_SECONDS
             with app.app_context():
-                run_once(settings)
+                run_once(settings, collect_garbage=collect)
+            if collect:
+                last_collection = time.monotonic()
 
     thread = threading.Thread(target=run, name="protect-sweeper", daemon=True)
     thread.start()
@@ -51,25 +59,23 @@ def start(app: Flask) -> threading.Thread:
     return thread
 
 
-def run_once(settings) -> None:
-    """One sweep, then the outbox's due e-mail (each failing alone); in an app context."""
-    try:
-        result = service.sweep(db.session, escalate_after=timedelta(minutes=settings.escalate_after_minutes))
-        if result.notifications:
-            log.info("sweep: %s", result)
-    except Exception:
-        db.session.rollback()
-        log.exception("sweep failed; trying again at the next interval")
-    finally:
-        db.session.remove()
-    if not settings.mail_server:
-        return
-    try:
-        delivered = mail.deliver(db.session)
-        if delivered:
-            log.info("mail: %s", delivered)
-    except Exception:
-        db.session.rollback()
-        log.exception("sending e-mail failed; trying again at the next interval")
-    finally:
-        db.session.remove()
+def run_once(settings, *, collect_garbage: bool = False) -> None:
+    """Deadlines, then vaults, then (when asked) blob garbage, then the outbox's
+    due e-mail; each in its own transaction, failing alone; in an app context."""
+    jobs = [("deadline sweep", lambda: service.sweep(
+                db.session, escalate_after=timedelta(minutes=settings.escalate_after_minutes))),
+            ("vault sweep", lambda: vaults.sweep(db.session))]
+    if collect_garbage:
+        jobs.append(("blob garbage collection", lambda: vaults.collect_garbage(db.session)))
+    if settings.mail_server:
+        jobs.append(("mail", lambda: mail.deliver(db.session)))
+    for name, job in jobs:
+        try:
+            result = job()
+            if result:
+                log.info("%s: %s", name, result)
+        except Exception:
+            db.session.rollback()
+            log.exception("%s failed; trying again at the next interval", name)
+        finally:
+            db.session.remove()

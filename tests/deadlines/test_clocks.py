@@ -179,3 +179,18 @@ def test_cli_sweep(app, people):
     submitted(people)
     result = app.test_cli_runner().invoke(args=["protect", "sweep"])
     assert result.exit_code == 0 and "overdue: 0" in result.output
+
+
+def test_embedded_sweeper_runs_every_job(app, people):
+    """One pass of the web process's thread: deadlines, vaults, garbage; each alone."""
+    from protect.deadlines import sweeper
+    submitted(people)
+    app.extensions["protect.now"].advance(hours=4)
+    sweeper.run_once(app.extensions["protect.settings"], collect_garbage=True)
+    assert db.session.execute(select(func.count()).select_from(Clock).where(Clock.state == "overdue")).scalar_one() == 1
+
+
+def test_cli_sweep_and_garbage(app, people):
+    runner = app.test_cli_runner()
+    assert "vaults:" in runner.invoke(args=["protect", "sweep"]).output
+    assert runner.invoke(args=["protect", "collect-garbage"]).exit_code == 0
