@@ -236,27 +236,39 @@ def _step_incidents(case: Case):
             form.form_errors.append(_("Tell us about at least one incident: what happened is what we need most to protect you.")
                                     if going_on else _("Fill in the incident before adding it."))
         else:
-            try:
+            def work():
                 incident = service.add_incident(
                     db.session, _user(), case, occurred_on=form.occurred_on.data, kind=form.kind.data,
                     aggressor=form.aggressor.data, channel=form.channel.data, place=form.place.data,
                     narrative=form.narrative.data)
                 for upload in uploads:
                     service.add_evidence(db.session, _user(), case, upload, incident_id=incident.id)
-                if going_on:
-                    service.advance_intake(db.session, _user(), case, 4)
-            except DomainError as exc:
-                db.session.rollback()
-                _discard(uploads)
-                form.form_errors.append(exc.message)
-            else:
-                db.session.commit()
-                flash(ngettext("The incident was added, with %(num)d file.",
-                               "The incident was added, with %(num)d files.", len(uploads))
-                      if uploads else _("The incident was added."), "success")
-                return redirect(_step_url(case, 4 if going_on else 3))
+
+            done = _save_item(case, form, uploads, work, 4 if going_on else 3,
+                              ngettext("The incident was added, with %(num)d file.",
+                                       "The incident was added, with %(num)d files.", len(uploads))
+                              if uploads else _("The incident was added."))
+            if done:
+                return done
     return _render_step(case, 3, form, today=utcnow().date().isoformat(),
                         evidence_of=_evidence_by(case, "incident_id"))
+
+
+def _save_item(case: Case, form, uploads, work, next_step: int, message: str):
+    """Add an incident or threat with its files, moving on to ``next_step``; on a
+    refusal nothing is kept, not even the files already stored."""
+    try:
+        work()
+        if next_step > case.intake_step:
+            service.advance_intake(db.session, _user(), case, next_step)
+    except DomainError as exc:
+        db.session.rollback()
+        _discard(uploads)
+        form.form_errors.append(exc.message)
+        return None
+    db.session.commit()
+    flash(message, "success")
+    return redirect(_step_url(case, next_step))
 
 
 def _step_threats(case: Case):
@@ -271,21 +283,16 @@ def _step_threats(case: Case):
                 return redirect(_step_url(case, 5))
             form.form_errors.append(_("Fill in the platform and the link or account before adding it."))
         else:
-            try:
+            def work():
                 threat = service.add_online_threat(db.session, _user(), case, platform=form.platform.data,
                                                    locator=form.locator.data)
                 for upload in uploads:
                     service.add_evidence(db.session, _user(), case, upload, online_threat_id=threat.id)
-                if going_on:
-                    service.advance_intake(db.session, _user(), case, 5)
-            except DomainError as exc:
-                db.session.rollback()
-                _discard(uploads)
-                form.form_errors.append(exc.message)
-            else:
-                db.session.commit()
-                flash(_("The online threat was added."), "success")
-                return redirect(_step_url(case, 5 if going_on else 4))
+
+            done = _save_item(case, form, uploads, work, 5 if going_on else 4,
+                              _("The online threat was added."))
+            if done:
+                return done
     return _render_step(case, 4, form, evidence_of=_evidence_by(case, "online_threat_id"))
 
 
