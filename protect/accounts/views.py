@@ -11,6 +11,7 @@ from flask_login import current_user
 from ..errors import DomainError, NotFound
 from ..extensions import db, limiter
 from ..main import safe_local_path
+from ..web import REFUSED, attempt
 from ..security import sessions, totp
 from ..security.passwords import MIN_LENGTH
 from ..security.access import home_endpoint
@@ -153,16 +154,13 @@ def security():
 def change_password():
     form = PasswordChangeForm()
     if form.validate_on_submit():
-        try:
+        def change():
             service.change_password(db.session, current_user, form.current.data,
                                     form.new.data, form.confirm.data)
-        except DomainError as exc:
-            db.session.rollback()
-            form.form_errors.append(exc.message)
-        else:
             sessions.end_other_sessions(current_user)
-            db.session.commit()
-            flash(_("Your password was changed. Every other session of yours has been ended."), "success")
+
+        if attempt(change, form=form, success=_(
+                "Your password was changed. Every other session of yours has been ended.")) is not REFUSED:
             return redirect(url_for(".security"))
     return render_template("accounts/change_password.html", form=form, min_length=MIN_LENGTH)
 
@@ -171,12 +169,8 @@ def change_password():
 def new_recovery_codes():
     form = ConfirmPasswordForm()
     if form.validate_on_submit():
-        try:
-            codes = service.new_recovery_codes(db.session, current_user, form.password.data)
-        except DomainError as exc:
-            flash(str(exc.message), "error")
-        else:
-            db.session.commit()
+        codes = attempt(lambda: service.new_recovery_codes(db.session, current_user, form.password.data))
+        if codes is not REFUSED:
             return render_template("accounts/recovery_codes.html", codes=codes)
     return redirect(url_for(".security"))
 
@@ -185,14 +179,8 @@ def new_recovery_codes():
 def disable_totp():
     form = ConfirmPasswordForm()
     if form.validate_on_submit():
-        try:
-            service.disable_totp(db.session, current_user, form.password.data)
-        except DomainError as exc:
-            db.session.rollback()
-            flash(str(exc.message), "error")
-        else:
-            db.session.commit()
-            flash(_("Two-step verification is off."), "success")
+        attempt(lambda: service.disable_totp(db.session, current_user, form.password.data),
+                success=_("Two-step verification is off."))
     return redirect(url_for(".security"))
 
 
@@ -213,17 +201,13 @@ def users():
 def new_user():
     form = NewUserForm()
     if form.validate_on_submit():
-        try:
-            user, _secret = service.create_user(
-                db.session, current_user, email=form.email.data, role=form.role.data,
-                password=form.password.data, name=form.name.data)
-        except DomainError as exc:
-            db.session.rollback()
-            form.form_errors.append(exc.message)
-        else:
-            db.session.commit()
-            flash(_("Account created. Caseworkers, supervisors and administrators set up two-step verification at their first sign-in."), "success")
-            return redirect(url_for(".edit_user", user_id=user.id))
+        created = attempt(lambda: service.create_user(
+            db.session, current_user, email=form.email.data, role=form.role.data,
+            password=form.password.data, name=form.name.data), form=form, success=_(
+            "Account created. Caseworkers, supervisors and administrators set up two-step "
+            "verification at their first sign-in."))
+        if created is not REFUSED:
+            return redirect(url_for(".edit_user", user_id=created[0].id))
     return render_template("accounts/new_user.html", form=form)
 
 
@@ -235,14 +219,8 @@ def edit_user(user_id: str):
         abort(404)
     form = EditUserForm(obj=user)
     if form.validate_on_submit():
-        try:
-            service.update_user(db.session, current_user, user, role=form.role.data,
-                                active=form.active.data)
-        except DomainError as exc:
-            db.session.rollback()
-            form.form_errors.append(exc.message)
-        else:
-            db.session.commit()
-            flash(_("Account updated."), "success")
+        if attempt(lambda: service.update_user(db.session, current_user, user, role=form.role.data,
+                                               active=form.active.data),
+                   form=form, success=_("Account updated.")) is not REFUSED:
             return redirect(url_for(".edit_user", user_id=user.id))
     return render_template("accounts/edit_user.html", form=form, user=user, roles=ROLE_LABELS)

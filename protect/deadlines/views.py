@@ -8,8 +8,9 @@ from flask_login import current_user
 
 from ..accounts.models import User
 from ..cases import service as cases
-from ..errors import DomainError, NotFound, PermissionDenied
+from ..errors import NotFound
 from ..extensions import db
+from ..web import REFUSED, attempt
 from . import service
 from .forms import PROCEDURES, UNIT_LABELS, ClosureForm, EmptyForm, PauseForm, PolicyForm
 from .models import Clock
@@ -50,16 +51,8 @@ def pause(case_id: str, clock_id: str):
     if not form.validate_on_submit():
         flash(_("Say why the deadline is paused (for example, waiting on the petitioner)."), "error")
         return redirect(url_for("cases.case", case_id=case.id))
-    try:
-        service.pause(db.session, current_user, case, clock, form.reason.data)
-    except PermissionDenied:
-        abort(403)
-    except DomainError as exc:
-        db.session.rollback()
-        flash(str(exc.message), "error")
-    else:
-        db.session.commit()
-        flash(_("The deadline is paused; the time it stays paused is not counted."), "success")
+    attempt(lambda: service.pause(db.session, current_user, case, clock, form.reason.data),
+            success=_("The deadline is paused; the time it stays paused is not counted."))
     return redirect(url_for("cases.case", case_id=case.id))
 
 
@@ -67,16 +60,8 @@ def pause(case_id: str, clock_id: str):
 def resume(case_id: str, clock_id: str):
     case, clock = _clock(case_id, clock_id)
     if EmptyForm(prefix="resume").validate_on_submit():
-        try:
-            service.resume(db.session, current_user, case, clock)
-        except PermissionDenied:
-            abort(403)
-        except DomainError as exc:
-            db.session.rollback()
-            flash(str(exc.message), "error")
-        else:
-            db.session.commit()
-            flash(_("The deadline is running again."), "success")
+        attempt(lambda: service.resume(db.session, current_user, case, clock),
+                success=_("The deadline is running again."))
     return redirect(url_for("cases.case", case_id=case.id))
 
 
@@ -84,19 +69,14 @@ def resume(case_id: str, clock_id: str):
 def policies():
     form = PolicyForm()
     if form.validate_on_submit():
-        try:
-            service.add_policy_version(
+        if attempt(lambda: service.add_policy_version(
                 db.session, current_user, stage=form.stage.data, effective_from=form.effective_from.data,
                 start_events=form.start_events.data, stop_event=form.stop_event.data.strip(),
                 duration=form.duration.data, unit=form.unit.data,
                 warn_percent=25 if form.warn_percent.data is None else form.warn_percent.data,
-                procedure=form.procedure.data, legal_basis=form.legal_basis.data)
-        except DomainError as exc:
-            db.session.rollback()
-            form.form_errors.append(exc.message)
-        else:
-            db.session.commit()
-            flash(_("New version saved. Deadlines already running keep the version they started under."), "success")
+                procedure=form.procedure.data, legal_basis=form.legal_basis.data),
+                form=form, success=_("New version saved. Deadlines already running keep the version "
+                                     "they started under.")) is not REFUSED:
             return redirect(url_for(".policies"))
     status = 400 if form.errors or form.form_errors else 200
     return render_template("deadlines/policies.html", form=form, policies=service.all_policies(db.session),
@@ -107,14 +87,8 @@ def policies():
 def closures():
     form = ClosureForm()
     if form.validate_on_submit():
-        try:
-            service.add_closure(db.session, current_user, form.day.data, form.label.data)
-        except DomainError as exc:
-            db.session.rollback()
-            form.form_errors.append(exc.message)
-        else:
-            db.session.commit()
-            flash(_("Closure added. New business-day deadlines skip it."), "success")
+        if attempt(lambda: service.add_closure(db.session, current_user, form.day.data, form.label.data),
+                   form=form, success=_("Closure added. New business-day deadlines skip it.")) is not REFUSED:
             return redirect(url_for(".closures"))
     status = 400 if form.errors or form.form_errors else 200
     return render_template("deadlines/closures.html", form=form, closures=service.closures(db.session),
