@@ -7,6 +7,10 @@ Parts:
   b. raw_write_speed: what the destination directory absorbs with dd, synced
      to disk (the device ceiling) and not (the page-cache ceiling, which is
      what unsynced writers like age and ours actually hit).
+  c. bench_http_upload: the same file uploaded over HTTP (multipart, on
+     loopback) to a gunicorn-served protect whose upload route encrypts into
+     the local blob store in the same directory, as MB/s, as a share of the
+     raw write speed, and the server worker's peak memory growth.
 
 Before each timed run the destination is removed and the system synced, so
 that no run pays for the previous run's truncation or writeback.  Besides
@@ -157,6 +161,107 @@ def raw_write_speed(workdir: Path, size: int) -> dict[str, float]:
     return result
 
 
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def _post_file(port: int, cookie: str, token: str, src: Path | None, size: int) -> tuple[int, float]:
+    """Stream a multipart upload of ``src`` (or ``size`` zero bytes); returns (status, seconds)."""
+    import http.client
+    boundary = "vault-bench-boundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{token}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"src.bin\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=900)
+    start = time.perf_counter()
+    conn.putrequest("POST", "/test-upload")
+    conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+    conn.putheader("Content-Length", str(len(head) + size + len(tail)))
+    conn.putheader("Cookie", cookie)
+    conn.endheaders()
+    conn.send(head)
+    if src is None:
+        conn.send(bytes(size))
+    else:
+        with src.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                conn.send(chunk)
+    conn.send(tail)
+    response = conn.getresponse()
+    response.read()
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return response.status, elapsed
+
+
+def bench_http_upload(src: Path, size: int, workdir: Path, rounds: int) -> dict[str, float]:
+    """Upload ``src`` to gunicorn on loopback; median MB/s and the worker's peak memory growth."""
+    import http.client
+    root = Path(__file__).resolve().parents[1]
+    venv_bin = Path(sys.executable).parent
+    instance = workdir / "instance"
+    _secret, recipient = agefile.generate_identity()
+    env = dict(os.environ, PROTECT_INSTANCE_PATH=str(instance),
+               PROTECT_DATABASE_URL=f"sqlite:///{instance / 'protect.db'}",
+               PROTECT_MAX_UPLOAD_MB=str(size // (1 << 20) + 16), PROTECT_SWEEP_INTERVAL_SECONDS="0",
+               UPLOAD_RECIPIENT=recipient, UPLOAD_MAX_BYTES=str(size + (1 << 20)), FLASK_APP="app")
+    subprocess.run([str(venv_bin / "flask"), "db", "upgrade"], cwd=root, env=env, check=True,
+                   capture_output=True)
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(venv_bin / "gunicorn"), "--workers", "1", "--threads", "2", "--timeout", "900",
+         "--bind", f"127.0.0.1:{port}", "tests.upload_app:wsgi()"],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/test-upload")
+                page = conn.getresponse()
+                body = page.read().decode()
+                break
+            except OSError:
+                time.sleep(0.1)
+        cookie = page.getheader("Set-Cookie").split(";", 1)[0]
+        token = re.search(r'value="([^"]+)"', body).group(1)
+        worker = int(subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True,
+                                    text=True).stdout.split()[0])
+        _post_file(port, cookie, token, None, 1 << 20)  # warm up
+        before = _peak_rss_mib(worker)
+        speeds = []
+        for _ in range(rounds):
+            status, elapsed = _post_file(port, cookie, token, src, size)
+            if status != 200:
+                raise RuntimeError(f"upload answered HTTP {status}")
+            speeds.append(size / elapsed / MB)
+        return {"MB/s": statistics.median(speeds), "rounds": speeds,
+                "peak growth MiB": _peak_rss_mib(worker) - before}
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def http_table(http: dict, raw: dict[str, float]) -> str:
+    return "\n".join([
+        "",
+        "| HTTP upload to gunicorn on loopback (encrypted into the blob store) | value |",
+        "| --- | ---: |",
+        f"| median MB/s ({', '.join(f'{s:.0f}' for s in http['rounds'])}) | {http['MB/s']:.0f} |",
+        f"| share of raw write, synced (dd conv=fdatasync) | {http['MB/s'] / raw['fdatasync']:.0%} |",
+        f"| share of raw write, page cache | {http['MB/s'] / raw['page cache']:.0%} |",
+        f"| server worker peak memory growth | {http['peak growth MiB']:.1f} MiB |",
+    ])
+
+
 def machine() -> str:
     cpu = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -213,7 +318,10 @@ def main(argv: list[str] | None = None) -> None:
         print(machine(), flush=True)
         speeds, pressure = bench_cli_vs_ours(args.size, workdir, args.rounds)
         raw = raw_write_speed(workdir, args.size)
-        print(table(args.size, speeds, pressure, raw))
+        print(table(args.size, speeds, pressure, raw), flush=True)
+        source = workdir / "src.bin"
+        make_source(source, args.size)
+        print(http_table(bench_http_upload(source, args.size, workdir, args.rounds), raw))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

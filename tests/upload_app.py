@@ -44,6 +44,13 @@ def make(overrides: dict, recipient: str, max_bytes: int):
     return app
 
 
+def wsgi():
+    """For gunicorn (bench/vault_throughput.py): settings from PROTECT_* variables,
+    the recipient and limit from UPLOAD_RECIPIENT and UPLOAD_MAX_BYTES."""
+    import os
+    return make({}, os.environ["UPLOAD_RECIPIENT"], int(os.environ["UPLOAD_MAX_BYTES"]))
+
+
 def main() -> None:
     from werkzeug.serving import make_server
     parser = argparse.ArgumentParser()
