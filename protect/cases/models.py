@@ -31,7 +31,7 @@ class Case(RowId, db.Model):
     outcome_reason: Mapped[str | None] = mapped_column(String(32))  # not-admitted / closure code
     petitioner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), index=True)
     filed_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
-    assignee_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), index=True)
+    assignee_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
     intake_step: Mapped[int] = mapped_column(Integer, default=1)
     consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -64,7 +64,13 @@ class Case(RowId, db.Model):
         back_populates="case", order_by="Measure.decided_at", cascade="all, delete-orphan")
 
     __mapper_args__ = {"version_id_col": version}
-    __table_args__ = (Index("ix_cases_queue", "status", "immediate_danger", "submitted_at"),)
+    # The queue's orders and filters (bench/RESULTS.md, "pages"): priority order
+    # without a sort, a caseworker's own cases, a filer's drafts.
+    __table_args__ = (Index("ix_cases_queue", "status", "immediate_danger", "submitted_at"),
+                      Index("ix_cases_priority", immediate_danger.desc(), submitted_at, "id"),
+                      Index("ix_cases_assignee_status", "assignee_id", "status", "immediate_danger",
+                            "submitted_at"),
+                      Index("ix_cases_filer_status", "filed_by_id", "status"))
 
 
 class Incident(RowId, db.Model):

@@ -13,6 +13,7 @@ import time
 from datetime import timedelta
 
 from flask import Flask
+from sqlalchemy import text
 
 from ..extensions import db
 from ..notify import mail
@@ -59,6 +60,12 @@ def start(app: Flask) -> threading.Thread:
     return thread
 
 
+def _refresh_statistics() -> None:
+    # PostgreSQL's autovacuum keeps statistics; SQLite's planner needs asking.
+    if db.engine.dialect.name == "sqlite":
+        db.session.execute(text("PRAGMA optimize"))
+
+
 def run_once(settings, *, collect_garbage: bool = False) -> None:
     """Deadlines, then vaults, then (when asked) blob garbage, then the outbox's
     due e-mail; each in its own transaction, failing alone; in an app context."""
@@ -67,6 +74,7 @@ def run_once(settings, *, collect_garbage: bool = False) -> None:
             ("vault sweep", lambda: vaults.sweep(db.session))]
     if collect_garbage:
         jobs.append(("blob garbage collection", lambda: vaults.collect_garbage(db.session)))
+        jobs.append(("planner statistics", _refresh_statistics))
     if settings.mail_server:
         jobs.append(("mail", lambda: mail.deliver(db.session)))
     for name, job in jobs:
