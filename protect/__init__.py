@@ -36,7 +36,7 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.env == "production" or settings.public_url.startswith("https://"),
         MAX_CONTENT_LENGTH=settings.max_upload_mb * 1024 * 1024,
-        MAX_FORM_MEMORY_SIZE=512 * 1024,
+        MAX_FORM_MEMORY_SIZE=2 * 1024 * 1024,  # above the upload read size (crypto/uploads.py)
         WTF_CSRF_TIME_LIMIT=None,
         RATELIMIT_STORAGE_URI=settings.ratelimit_storage_url,
         RATELIMIT_HEADERS_ENABLED=False,

@@ -535,7 +535,7 @@ class _Generator:
         self.states = list(STATE_WEIGHTS)
         self.state_weights = tuple(STATE_WEIGHTS.values())
         self.refs = set(session.execute(select(Case.reference)).scalars())
-        self._refbytes = b""
+        self._refbytes, self._refpos = b"", 0
 
     # -- helpers -----------------------------------------------------------
     def seal(self, table: str, attr: str, row_id: str, value: str | None) -> bytes | None:
@@ -544,12 +544,14 @@ class _Generator:
         return self.ring.seal(value.encode(), aad_for(table, attr, row_id))
 
     def reference(self) -> str:
+        """A random reference like the service's (``PRT-XXXX-XXXX``), unique in the database."""
         while True:
             chars = []
             while len(chars) < 8:
-                if not self._refbytes:
-                    self._refbytes = os.urandom(4096)
-                b, self._refbytes = self._refbytes[0], self._refbytes[1:]
+                if self._refpos >= len(self._refbytes):
+                    self._refbytes, self._refpos = os.urandom(4096), 0
+                b = self._refbytes[self._refpos]
+                self._refpos += 1
                 if b < 240:  # 240 = 8 × 30: unbiased
                     chars.append(REF_ALPHABET[b % 30])
             ref = f"PRT-{''.join(chars[:4])}-{''.join(chars[4:])}"
