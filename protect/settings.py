@@ -38,7 +38,7 @@ class Settings:
     login_limit_per_account: str = "9 per minute"
     login_limit_per_address: str = "30 per minute"
     # Argon2id cost (see bench/RESULTS.md for the time it costs here).
-    argon2_time_cost: int = 2
+    argon2_time_cost: int = 3
     argon2_memory_kib: int = 49152
     argon2_parallelism: int = 2
     master_keys: str = ""
