@@ -24,6 +24,7 @@ from ..crypto.downloads import decrypted_attachment
 from ..crypto.uploads import EncryptedUpload, accepts_uploads
 from ..deadlines import service as deadlines
 from ..errors import DomainError, NotFound, PermissionDenied
+from ..web import REFUSED, attempt
 from ..extensions import db, utcnow
 from . import codes, service
 from .intake_forms import (NONE, AppealForm, EvidenceForm, IncidentForm, MessageForm, SubmitForm,
@@ -299,16 +300,10 @@ def _step_threats(case: Case):
 def _step_review(case: Case):
     form = SubmitForm()
     if form.validate_on_submit():
-        try:
-            service.submit(db.session, _user(), case, immediate_danger=form.danger.data == "yes",
-                           consent=bool(form.consent.data))
-        except DomainError as exc:
-            db.session.rollback()
-            form.form_errors.append(exc.message)
-        else:
-            db.session.commit()
-            flash(_("Your request was sent. Its reference is %(ref)s: keep it, it is how the team "
-                    "will recognise your case.", ref=case.reference), "success")
+        if attempt(lambda: service.submit(db.session, _user(), case, immediate_danger=form.danger.data == "yes",
+                                          consent=bool(form.consent.data)),
+                   form=form, success=_("Your request was sent. Its reference is %(ref)s: keep it, it is "
+                                        "how the team will recognise your case.", ref=case.reference)) is not REFUSED:
             return redirect(_followed_url(case))
     missing = [(label, n) for ok, label, n in (
         (case.name_ct is not None, _("who is at risk"), 1),
@@ -403,14 +398,8 @@ def message(case_id: str):
     case = _sent_case(case_id)
     form = MessageForm()
     if form.validate_on_submit():
-        try:
-            service.send_message(db.session, _user(), case, form.body.data)
-        except DomainError as exc:
-            db.session.rollback()
-            form.form_errors.append(exc.message)
-        else:
-            db.session.commit()
-            flash(_("Your message was sent to the team."), "success")
+        if attempt(lambda: service.send_message(db.session, _user(), case, form.body.data),
+                   form=form, success=_("Your message was sent to the team.")) is not REFUSED:
             return redirect(url_for("intake.case", case_id=case.id) + "#messages")
     return _render_case(case, message_form=form)
 
@@ -450,14 +439,8 @@ def withdraw(case_id: str):
         if not form.confirm.data:
             form.form_errors.append(_("Tick the box to confirm that you want to withdraw your request."))
         else:
-            try:
-                service.withdraw(db.session, _user(), case, version=_version(form))
-            except DomainError as exc:
-                db.session.rollback()
-                form.form_errors.append(exc.message)
-            else:
-                db.session.commit()
-                flash(_("Your request was withdrawn."), "success")
+            if attempt(lambda: service.withdraw(db.session, _user(), case, version=_version(form)),
+                       form=form, success=_("Your request was withdrawn.")) is not REFUSED:
                 return redirect(url_for("intake.case", case_id=case.id))
     return _render_case(case, withdraw_form=form)
 
@@ -467,15 +450,10 @@ def appeal(case_id: str):
     case = _sent_case(case_id)
     form = AppealForm()
     if form.validate_on_submit():
-        try:
-            service.file_appeal(db.session, _user(), case, grounds=form.grounds.data,
-                                version=_version(form))
-        except DomainError as exc:
-            db.session.rollback()
-            form.form_errors.append(exc.message)
-        else:
-            db.session.commit()
-            flash(_("Your appeal was filed. An independent study of your case will be made."), "success")
+        if attempt(lambda: service.file_appeal(db.session, _user(), case, grounds=form.grounds.data,
+                                               version=_version(form)),
+                   form=form, success=_("Your appeal was filed. An independent study of your case will "
+                                        "be made.")) is not REFUSED:
             return redirect(url_for("intake.case", case_id=case.id))
     return _render_case(case, appeal_form=form)
 
