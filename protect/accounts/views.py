@@ -8,6 +8,7 @@ from flask import (Blueprint, abort, current_app, flash, redirect, render_templa
 from flask_babel import gettext as _
 from flask_login import current_user
 
+from ..audit import service as audit
 from ..errors import DomainError, NotFound
 from ..extensions import db, limiter
 from ..main import safe_local_path
@@ -193,6 +194,8 @@ def users():
     role = request.args.get("role") if request.args.get("role") in ROLES else None
     page = _page()
     rows, total = service.list_users(db.session, role=role, page=page)
+    audit.record(db.session, "users.listed", actor=current_user, page=page, role=role)  # e-mail addresses shown
+    db.session.commit()
     return render_template("accounts/users.html", users=rows, total=total, page=page,
                            role=role, roles=ROLE_LABELS)
 
@@ -217,6 +220,9 @@ def edit_user(user_id: str):
         user = service.get_user(db.session, user_id)
     except NotFound:
         abort(404)
+    if request.method == "GET":
+        audit.record(db.session, "user.viewed", actor=current_user, target=user.id)
+        db.session.commit()
     form = EditUserForm(obj=user)
     if form.validate_on_submit():
         if attempt(lambda: service.update_user(db.session, current_user, user, role=form.role.data,

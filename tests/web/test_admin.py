@@ -72,3 +72,11 @@ def test_audit_page_lists_and_filters(client, make_account):
     only = client.get("/admin/audit/?action=login.ok").get_data(as_text=True)
     assert "login.ok" in only and "<td>user.created</td>" not in only
     assert client.get("/admin/audit/?since=nonsense&page=-3").status_code == 200
+
+
+def test_admin_views_of_accounts_are_audited(app, client, make_account):
+    login(client, make_account("admin"))
+    target = make_account("journalist")
+    client.get("/admin/users")
+    client.get(f"/admin/users/{target.id}")
+    assert {"users.listed", "user.viewed"} <= set(_actions(app))
