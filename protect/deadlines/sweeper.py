@@ -7,6 +7,7 @@ sends the outbox's due e-mail, so it also retries e-mail that failed before.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -80,7 +81,8 @@ def run_once(settings, *, collect_garbage: bool = False) -> None:
     for name, job in jobs:
         try:
             result = job()
-            if result:
+            counts = dataclasses.asdict(result).values() if dataclasses.is_dataclass(result) else [result]
+            if any(counts):  # quiet when nothing happened
                 log.info("%s: %s", name, result)
         except Exception:
             db.session.rollback()
