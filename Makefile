@@ -24,7 +24,7 @@ translations: $(VENV)/.runtime
 ## Run the app with the embedded default: SQLite, local blobs, demo logins.
 run: $(VENV)/.runtime translations
 	$(BIN)/flask db upgrade
-	$(BIN)/flask protect demo --cases 500
+	$(BIN)/flask protect demo --cases 500 --clocks
 	@echo "protect is on http://127.0.0.1:5000 (Ctrl-C stops it)"
 	$(BIN)/gunicorn --bind 127.0.0.1:5000 --worker-class gthread --workers 1 --threads 8 \
 		--access-logfile - --access-logformat '%(t)s "%(r)s" %(s)s %(L)ss' app:app

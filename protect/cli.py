@@ -68,7 +68,10 @@ def reset_2fa(email):
                    "of timeline), made for demo caseworker, supervisor and journalist pools. Idempotent: "
                    "only the cases missing to reach N are generated; 0 generates none.")
 @click.option("--seed", type=int, default=None, help="Random seed for the synthetic cases.")
-def demo(cases, seed):
+@click.option("--clocks", is_flag=True,
+              help="Also give the synthetic cases their deadline clocks by replaying their timelines, "
+                   "then sweep (one case at a time: for demo-sized data, not 100,000 cases).")
+def demo(cases, seed, clocks):
     """Seed one demo account per role and print the logins (idempotent)."""
     if current_app.extensions["protect.settings"].production:
         raise click.ClickException("demo accounts are refused in production")
@@ -88,6 +91,10 @@ def demo(cases, seed):
     db.session.commit()
     if cases:
         _demo_cases(cases, seed)
+    if clocks:
+        made = deadlines.rebuild_clocks(db.session)
+        result = deadlines.sweep(db.session)
+        click.echo(f"deadline clocks for {made} cases; {result.overdue} overdue, {result.due_soon} due soon")
 
 
 def _demo_cases(target: int, seed: int | None) -> None:

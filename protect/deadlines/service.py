@@ -134,6 +134,23 @@ def on_event(db: Session, case: Case, event: CaseEvent) -> None:
                      started_at=at, due_at=due, warn_at=_warn_at(at, due, policy.warn_percent)))
 
 
+def rebuild_clocks(db: Session, *, limit: int | None = None) -> int:
+    """Clocks for cases whose events were written without the event hook (the
+    synthetic-data generator's bulk inserts): replays each case's timeline
+    through ``on_event``. One case at a time; meant for demo-sized data."""
+    has_clock = select(Clock.id).where(Clock.case_id == Case.id).exists()
+    ids = db.execute(select(Case.id).where(Case.status != "draft", ~has_clock)
+                     .order_by(Case.submitted_at).limit(limit)).scalars().all()
+    for case_id in ids:
+        case = db.get(Case, case_id)
+        for event in db.execute(select(CaseEvent).where(CaseEvent.case_id == case_id)
+                                .order_by(CaseEvent.at, CaseEvent.id)).scalars():
+            on_event(db, case, event)
+        db.flush()
+    db.commit()
+    return len(ids)
+
+
 def _stop(clock: Clock, at: datetime) -> None:
     if clock.paused_at is not None:
         clock.paused_seconds += int((at - clock.paused_at).total_seconds())

@@ -12,6 +12,7 @@ from protect.audit import service as audit
 from protect.cases import codes, demo, service
 from protect.cases.models import (Appeal, BoardDecision, Case, CaseEvent, Incident, Measure, Message, Note,
                                   OnlineThreat, Review, RiskAssessment)
+from protect.deadlines.models import Clock
 from protect.extensions import db, utcnow
 
 N = 300
@@ -280,3 +281,15 @@ def test_cli_demo_cases_tops_up_and_prints_the_logins(app):
         assert demo.count_cases(db.session) == 50
     plain = runner.invoke(args=["protect", "demo"])
     assert "Case pool" not in plain.output
+
+
+def test_demo_clocks_replay_the_timelines(app):
+    result = app.test_cli_runner().invoke(args=["protect", "demo", "--cases", "40", "--seed", "3", "--clocks"])
+    assert result.exit_code == 0, result.output
+    assert "deadline clocks for" in result.output
+    with app.app_context():
+        states = dict(db.session.execute(select(Clock.state, func.count()).group_by(Clock.state)).all())
+    assert states.get("met", 0) + states.get("met_late", 0) > 0
+    # Running it again adds nothing: every case already has its clocks.
+    again = app.test_cli_runner().invoke(args=["protect", "demo", "--clocks"])
+    assert "deadline clocks for 0 cases" in again.output
