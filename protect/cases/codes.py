@@ -186,3 +186,45 @@ CLOSURE_REASONS = {
     "death": _l("Death of the beneficiary"),
     "other": _l("Other reason"),
 }
+
+PROCEDURES = {
+    "extraordinary": _l("Extraordinary"),
+    "ordinary": _l("Ordinary"),
+    "not_admitted": _l("Not admitted"),
+}
+
+MEASURE_CATEGORIES = {
+    "urgent": _l("Urgent"),
+    "protection": _l("Protection"),
+    "preventive": _l("Preventive"),
+}
+
+# Every kind of CaseEvent the timeline can hold; an unknown kind shows its code.
+EVENT_LABELS = {
+    "submitted": _l("Request submitted"),
+    "assigned": _l("Assigned"),
+    "triaged": _l("Triage decided"),
+    "urgent_measures_issued": _l("Urgent measures issued"),
+    "urgent_measures_implemented": _l("Urgent measures implemented"),
+    "assessment_done": _l("Risk assessment recorded"),
+    "decision_made": _l("Board decision recorded"),
+    "decision_communicated": _l("Decision sent to the implementing authorities"),
+    "measure_requested": _l("Measure requested from the authority"),
+    "measure_implemented": _l("Measure implemented"),
+    "measure_active": _l("Measure active"),
+    "measure_withdrawn": _l("Measure withdrawn"),
+    "measures_implemented": _l("Every measure implemented: protection in place"),
+    "review_started": _l("Review started"),
+    "review_done": _l("Review recorded"),
+    "appeal_filed": _l("Appeal filed"),
+    "study_received": _l("Independent study received"),
+    "appeal_resolved": _l("Appeal resolved"),
+    "closed": _l("Case closed"),
+    "withdrawn": _l("Request withdrawn"),
+    "note_added": _l("Note added"),
+    "message_sent": _l("Message sent"),
+    "identity_revealed": _l("Sealed identity revealed"),
+    "platform_report": _l("Report to the platform recorded"),
+    "evidence_added": _l("Evidence added"),
+    "incident_added": _l("Incident added"),
+}

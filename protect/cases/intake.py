@@ -58,8 +58,6 @@ NEXT_STEP = {
     "withdrawn": _l("If you are in danger again, make a new request."),
 }
 
-DOWNLOAD_CHUNK = 64 * 1024
-
 
 def _evidence_recipients() -> list[str]:
     return [serverkeys.recipient(db.session, "evidence")]

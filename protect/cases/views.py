@@ -38,49 +38,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("cases", __name__)
 
 PER_PAGE = 50
-DOWNLOAD_CHUNK = 64 * 1024
-
-PROCEDURES = {
-    "extraordinary": _l("Extraordinary"),
-    "ordinary": _l("Ordinary"),
-    "not_admitted": _l("Not admitted"),
-}
-
-MEASURE_CATEGORIES = {
-    "urgent": _l("Urgent"),
-    "protection": _l("Protection"),
-    "preventive": _l("Preventive"),
-}
-
-# Every kind of CaseEvent the timeline can hold; an unknown kind shows its code.
-EVENT_LABELS = {
-    "submitted": _l("Request submitted"),
-    "assigned": _l("Assigned"),
-    "triaged": _l("Triage decided"),
-    "urgent_measures_issued": _l("Urgent measures issued"),
-    "urgent_measures_implemented": _l("Urgent measures implemented"),
-    "assessment_done": _l("Risk assessment recorded"),
-    "decision_made": _l("Board decision recorded"),
-    "decision_communicated": _l("Decision sent to the implementing authorities"),
-    "measure_requested": _l("Measure requested from the authority"),
-    "measure_implemented": _l("Measure implemented"),
-    "measure_active": _l("Measure active"),
-    "measure_withdrawn": _l("Measure withdrawn"),
-    "measures_implemented": _l("Every measure implemented: protection in place"),
-    "review_started": _l("Review started"),
-    "review_done": _l("Review recorded"),
-    "appeal_filed": _l("Appeal filed"),
-    "study_received": _l("Independent study received"),
-    "appeal_resolved": _l("Appeal resolved"),
-    "closed": _l("Case closed"),
-    "withdrawn": _l("Request withdrawn"),
-    "note_added": _l("Note added"),
-    "message_sent": _l("Message sent"),
-    "identity_revealed": _l("Sealed identity revealed"),
-    "platform_report": _l("Report to the platform recorded"),
-    "evidence_added": _l("Evidence added"),
-    "incident_added": _l("Incident added"),
-}
 
 
 # -- workflow steps ----------------------------------------------------------
@@ -200,7 +157,7 @@ def _is_english() -> bool:
 
 def _catalogue():
     """Active measure types, urgent first, with their names in the reader's language."""
-    order = list(MEASURE_CATEGORIES)
+    order = list(codes.MEASURE_CATEGORIES)
     types = service.measure_types(db.session)
     types.sort(key=lambda t: (order.index(t.category) if t.category in order else len(order), t.code))
     return types
@@ -244,8 +201,8 @@ def days_waiting(case: Case) -> int | None:
 @bp.context_processor
 def _case_helpers():
     return {"local": local, "local_date": local_date, "days_waiting": days_waiting,
-            "person": person, "codes": codes, "PROCEDURES": PROCEDURES,
-            "EVENT_LABELS": EVENT_LABELS, "MEASURE_CATEGORIES": MEASURE_CATEGORIES}
+            "person": person, "codes": codes, "PROCEDURES": codes.PROCEDURES,
+            "EVENT_LABELS": codes.EVENT_LABELS, "MEASURE_CATEGORIES": codes.MEASURE_CATEGORIES}
 
 
 def _blank(cls, prefix: str, **data):
@@ -352,7 +309,7 @@ def _render_case(case: Case, *, status: int = 200, failed: str | None = None, fo
         clocks=deadlines.case_clocks(session, case), clock_stages=deadlines.STAGES,
         clock_states=deadlines.STATES, time_left=deadlines.time_left,
         pause_form=PauseForm(prefix="pause"), resume_form=EmptyForm(prefix="resume"),
-        type_info={t.code: (_type_name(t), MEASURE_CATEGORIES.get(t.category, t.category)) for t in types})
+        type_info={t.code: (_type_name(t), codes.MEASURE_CATEGORIES.get(t.category, t.category)) for t in types})
     session.commit()  # the audit row of this view
     return html, status
 
