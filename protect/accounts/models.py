@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import Boolean, ForeignKey, Integer, String
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..crypto.columns import Ciphertext, RowId, sealed
@@ -36,6 +36,8 @@ class User(RowId, UserMixin, db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A donor limited to part of the programme: {"states": [...], "beneficiaries": [...]}.
+    report_scope: Mapped[dict | None] = mapped_column(JSON)
 
     email = sealed("email_ct", index="email_index", normalise=normalise_email)
     name = sealed("name_ct")

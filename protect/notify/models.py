@@ -47,7 +47,11 @@ class OutboxEmail(db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(160), unique=True)
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # An account holder's e-mail, or (release_id) a vault recipient's release notice,
+    # whose one-time link is made at send time so it exists only in the message.
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    release_id: Mapped[str | None] = mapped_column(ForeignKey("vault_releases.id", ondelete="CASCADE"),
+                                                   index=True)
     language: Mapped[str] = mapped_column(String(5))
     subject: Mapped[str] = mapped_column(String(200))
     body: Mapped[str] = mapped_column(Text)

@@ -51,6 +51,10 @@ class Vault(RowId, db.Model):
     veto_hours: Mapped[int] = mapped_column(Integer, default=72)
     coerced_deletion_protection: Mapped[bool] = mapped_column(Boolean, default=False)
     deletion_delay_hours: Mapped[int] = mapped_column(Integer, default=72)
+    # How many times each recipient may download each file after release.
+    downloads_per_file: Mapped[int] = mapped_column(Integer, default=1)
+    # A messaging bridge the reminders are also posted to (sealed: it can name the person).
+    webhook_url_ct: Mapped[bytes | None] = mapped_column("webhook_url", Ciphertext)
 
     # Schedule state. grace_until and hold_until are computed with next_due_at,
     # so the sweep's transitions are plain comparisons in SQL.
@@ -78,6 +82,7 @@ class Vault(RowId, db.Model):
     title = sealed("title_ct")
     release_secret = sealed("release_secret_ct", binary=True, purpose="wrap")
     release_reason = sealed("release_reason_ct")
+    webhook_url = sealed("webhook_url_ct")
 
     recipients: Mapped[list["Recipient"]] = relationship(
         back_populates="vault", order_by="Recipient.created_at", cascade="all, delete-orphan",
@@ -100,6 +105,8 @@ class Recipient(RowId, db.Model):
     age_recipient: Mapped[str | None] = mapped_column(String(100))
     # Keyless recipients: a code the journalist gives them out of band (Argon2id).
     access_code_hash: Mapped[str | None] = mapped_column(String(255))
+    # Recipients have no account: the language of their release e-mail and pages.
+    language: Mapped[str] = mapped_column(String(5), default="es")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     name = sealed("name_ct")
@@ -207,6 +214,42 @@ class Release(RowId, db.Model):
     first_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (UniqueConstraint("vault_id", "recipient_id", name="uq_vault_releases_vault_recipient"),)
+
+
+class ReleaseDownload(db.Model):
+    """How many times one recipient downloaded one deposit of a released vault."""
+
+    __tablename__ = "vault_release_downloads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[str] = mapped_column(ForeignKey("vault_releases.id", ondelete="CASCADE"))
+    deposit_id: Mapped[str] = mapped_column(ForeignKey("vault_deposits.id", ondelete="CASCADE"), index=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("release_id", "deposit_id", name="uq_vault_release_downloads_release_deposit"),)
+
+
+class WebhookMessage(db.Model):
+    """A reminder posted to the vault's messaging bridge (an outbox like the
+    e-mail one). The URL is opened from the vault at send time; the payload
+    holds codes and times only."""
+
+    __tablename__ = "vault_webhook_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(160), unique=True)
+    vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(10), default="pending")  # pending | sending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_vault_webhook_outbox_state_next", "state", "next_attempt_at"),)
 
 
 class OrphanBlob(db.Model):
