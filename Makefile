@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := app
 
-.PHONY: run test translations messages clean
+.PHONY: run test check translations messages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +26,16 @@ run: $(VENV)/.runtime translations
 	$(BIN)/flask db upgrade
 	$(BIN)/flask protect demo --cases 500 --clocks
 	@echo "protect is on http://127.0.0.1:5000 (Ctrl-C stops it)"
-	$(BIN)/gunicorn --bind 127.0.0.1:5000 --worker-class gthread --workers 1 --threads 8 \
-		--access-logfile - --access-logformat '%(t)s "%(r)s" %(s)s %(L)ss' app:app
+	$(BIN)/gunicorn --bind 127.0.0.1:5000 --worker-class gthread --workers 1 --threads 8 app:app
 
 ## Run the whole test suite, on SQLite and PostgreSQL.
 test: $(VENV)/.dev translations
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
+
+## Static checks: ruff (with bandit's security rules) and mypy, on protect/.
+check: $(VENV)/.dev
+	$(BIN)/ruff check protect
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache

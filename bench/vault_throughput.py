@@ -11,6 +11,10 @@ Parts:
      loopback) to a gunicorn-served protect whose upload route encrypts into
      the local blob store in the same directory, as MB/s, as a share of the
      raw write speed, and the server worker's peak memory growth.
+  d. bench_vault_http: the real vault, served by gunicorn on loopback: the
+     file deposited by a signed-in journalist (POST /vault/<id>/files), then,
+     once the vault is released, downloaded by a keyless recipient as the ZIP
+     the server decrypts while it streams (POST /release/zip); same measures.
 
 Before each timed run the destination is removed and the system synced, so
 that no run pays for the previous run's truncation or writeback.  Besides
@@ -24,7 +28,9 @@ Usage: python bench/vault_throughput.py [--size 1G] [--dir /tmp] [--rounds 3]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import filecmp
+import http.client
 import os
 import platform
 import re
@@ -37,6 +43,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -173,9 +180,9 @@ def _peak_rss_mib(pid: int) -> float:
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
 
 
-def _post_file(port: int, cookie: str, token: str, src: Path | None, size: int) -> tuple[int, float]:
+def _post_file(port: int, cookie: str, token: str, src: Path | None, size: int,
+               path: str = "/test-upload") -> tuple[int, float]:
     """Stream a multipart upload of ``src`` (or ``size`` zero bytes); returns (status, seconds)."""
-    import http.client
     boundary = "vault-bench-boundary"
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{token}\r\n"
             f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"src.bin\"\r\n"
@@ -183,7 +190,7 @@ def _post_file(port: int, cookie: str, token: str, src: Path | None, size: int) 
     tail = f"\r\n--{boundary}--\r\n".encode()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=900)
     start = time.perf_counter()
-    conn.putrequest("POST", "/test-upload")
+    conn.putrequest("POST", path)
     conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
     conn.putheader("Content-Length", str(len(head) + size + len(tail)))
     conn.putheader("Cookie", cookie)
@@ -205,7 +212,6 @@ def _post_file(port: int, cookie: str, token: str, src: Path | None, size: int) 
 
 def bench_http_upload(src: Path, size: int, workdir: Path, rounds: int) -> dict[str, float]:
     """Upload ``src`` to gunicorn on loopback; median MB/s and the worker's peak memory growth."""
-    import http.client
     root = Path(__file__).resolve().parents[1]
     venv_bin = Path(sys.executable).parent
     instance = workdir / "instance"
@@ -216,25 +222,10 @@ def bench_http_upload(src: Path, size: int, workdir: Path, rounds: int) -> dict[
                UPLOAD_RECIPIENT=recipient, UPLOAD_MAX_BYTES=str(size + (1 << 20)), FLASK_APP="app")
     subprocess.run([str(venv_bin / "flask"), "db", "upgrade"], cwd=root, env=env, check=True,
                    capture_output=True)
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(venv_bin / "gunicorn"), "--workers", "1", "--threads", "2", "--timeout", "900",
-         "--bind", f"127.0.0.1:{port}", "tests.upload_app:wsgi()"],
-        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/test-upload")
-                page = conn.getresponse()
-                body = page.read().decode()
-                break
-            except OSError:
-                time.sleep(0.1)
-        cookie = page.getheader("Set-Cookie").split(";", 1)[0]
-        token = re.search(r'value="([^"]+)"', body).group(1)
-        worker = int(subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True,
-                                    text=True).stdout.split()[0])
+    with _gunicorn(env, "tests.upload_app:wsgi()", "/test-upload") as (port, worker):
+        status, headers, body = _http(port, "GET", "/test-upload")
+        cookie = headers["Set-Cookie"].split(";", 1)[0]
+        token = re.search(r'value="([^"]+)"', body.decode()).group(1)
         _post_file(port, cookie, token, None, 1 << 20)  # warm up
         before = _peak_rss_mib(worker)
         speeds = []
@@ -245,9 +236,174 @@ def bench_http_upload(src: Path, size: int, workdir: Path, rounds: int) -> dict[
             speeds.append(size / elapsed / MB)
         return {"MB/s": statistics.median(speeds), "rounds": speeds,
                 "peak growth MiB": _peak_rss_mib(worker) - before}
+
+
+@contextlib.contextmanager
+def _gunicorn(env: dict, app: str, probe: str):
+    """gunicorn (1 worker, 2 threads) serving ``app`` on a free loopback port,
+    once ``probe`` answers; yields (port, the worker's pid)."""
+    root = Path(__file__).resolve().parents[1]
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "--workers", "1", "--threads", "2", "--timeout", "900",
+         "--bind", f"127.0.0.1:{port}", app],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", probe)
+                conn.getresponse().read()
+                conn.close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        worker = int(subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True,
+                                    text=True).stdout.split()[0])
+        yield port, worker
     finally:
         server.terminate()
         server.wait(30)
+
+
+def _http(port: int, method: str, path: str, form: dict | None = None,
+          cookie: str = "") -> tuple[int, dict, bytes]:
+    """One request on loopback (a form body for POST); returns (status, headers, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=900)
+    headers = {"Cookie": cookie} if cookie else {}
+    body = None
+    if form is not None:
+        body = urlencode(form)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    conn.request(method, path, body, headers)
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, dict(response.getheaders()), data
+
+
+def _download(port: int, path: str, form: dict, cookie: str) -> tuple[int, int, float]:
+    """POST a form and read the (large) answer into a reused buffer; (status, bytes, seconds)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=900)
+    start = time.perf_counter()
+    conn.request("POST", path, urlencode(form),
+                 {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
+    response = conn.getresponse()
+    buffer, received = bytearray(1 << 20), 0
+    while n := response.readinto(buffer):
+        received += n
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return response.status, received, elapsed
+
+
+def _csrf(body: bytes) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', body.decode()).group(1)
+
+
+def _form_page(port: int, path: str, cookie: str) -> tuple[str, str]:
+    """GET a page with a form: (the session cookie, renewed when the page set one, and its CSRF token)."""
+    status, headers, body = _http(port, "GET", path, cookie=cookie)
+    if status != 200:
+        raise RuntimeError(f"{path} answered HTTP {status}")
+    return headers.get("Set-Cookie", cookie).split(";", 1)[0], _csrf(body)
+
+
+def bench_vault_http(src: Path, size: int, workdir: Path, rounds: int) -> dict[str, dict]:
+    """Deposit ``src`` through the vault's upload route, release the vault, and
+    download it as a keyless recipient's ZIP, each ``rounds`` times, against
+    gunicorn on loopback (SQLite, local blobs under ``workdir``)."""
+    from protect import create_app
+    from protect.accounts.service import create_user
+    from protect.extensions import db
+    from protect.vault import service as vaults
+
+    root = Path(__file__).resolve().parents[1]
+    instance = workdir / "vault-instance"
+    url = f"sqlite:///{instance / 'protect.db'}"
+    env = dict(os.environ, PROTECT_INSTANCE_PATH=str(instance), PROTECT_DATABASE_URL=url,
+               PROTECT_SWEEP_INTERVAL_SECONDS="0", FLASK_APP="app")
+    subprocess.run([str(Path(sys.executable).parent / "flask"), "db", "upgrade"], cwd=root, env=env,
+                   check=True, capture_output=True)
+    email, password, pin, code = "bench@example.org", "bench password for the vault", "482916", "bench-access-code"
+    # The people and the vault are made in this process, on the same instance (keys, database).
+    app = create_app({"instance_path": str(instance), "database_url": url, "sweep_interval_seconds": 0})
+    with app.app_context():
+        user, _ = create_user(db.session, None, email=email, role="journalist", password=password)
+        vault = vaults.create_vault(db.session, user, "bench")
+        vaults.set_pins(db.session, user, vault, pin=pin, duress_pin="739105")
+        vaults.add_recipient(db.session, user, vault, name="bench", email="recipient@example.org", access_code=code)
+        vaults.arm(db.session, vault, pin)
+        vault.downloads_per_file = rounds + 1
+        db.session.commit()
+        vault_id, user_id = vault.id, user.id
+
+    def keep_one_deposit():
+        with app.app_context():
+            vault, owner = db.session.get(vaults.Vault, vault_id), db.session.get(vaults.User, user_id)
+            for deposit in vaults._live_deposits(db.session, vault)[:-1]:
+                vaults.delete_deposit(db.session, owner, vault, deposit)
+            db.session.commit()
+
+    with _gunicorn(env, "app:app", "/health") as (port, worker):
+        cookie, token = _form_page(port, "/login", "")
+        status, headers, _ = _http(port, "POST", "/login", {"email": email, "password": password,
+                                                            "csrf_token": token}, cookie)
+        if status != 302:
+            raise RuntimeError(f"sign-in answered HTTP {status}")
+        cookie, token = _form_page(port, f"/vault/{vault_id}", headers["Set-Cookie"].split(";", 1)[0])
+        deposit_path = f"/vault/{vault_id}/files"
+        _post_file(port, cookie, token, None, 1 << 20, deposit_path)  # warm up
+        before = _peak_rss_mib(worker)
+        uploads = []
+        for _ in range(rounds):
+            keep_one_deposit()  # (the disk holds one deposit at a time)
+            status, elapsed = _post_file(port, cookie, token, src, size, deposit_path)
+            if status != 302:
+                raise RuntimeError(f"deposit answered HTTP {status}")
+            uploads.append(size / elapsed / MB)
+        upload_growth = _peak_rss_mib(worker) - before
+        keep_one_deposit()
+
+        # Released the normal way: this process's clock moves past the check-in and the grace period.
+        with app.app_context():
+            vault = db.session.get(vaults.Vault, vault_id)
+            app.extensions["protect.now"].advance(hours=vault.interval_hours + vault.grace_hours + 1)
+            if vaults.sweep(db.session).released != 1:
+                raise RuntimeError("the vault was not released")
+            link = vaults.issue_release_link(db.session, vaults.releases(db.session, vault)[0])
+            db.session.commit()
+        status, headers, _ = _http(port, "GET", f"/release/{link}")
+        recipient, token = _form_page(port, "/release/", headers["Set-Cookie"].split(";", 1)[0])
+        form = {"csrf_token": token, "code": code}
+        before = _peak_rss_mib(worker)
+        downloads = []
+        for _ in range(rounds):
+            status, received, elapsed = _download(port, "/release/zip", form, recipient)
+            if status != 200 or received <= size:
+                raise RuntimeError(f"release ZIP answered HTTP {status} with {received} bytes")
+            downloads.append(size / elapsed / MB)
+        download_growth = _peak_rss_mib(worker) - before
+    return {
+        "deposit (POST /vault/<id>/files)": {"MB/s": statistics.median(uploads), "rounds": uploads,
+                                             "peak growth MiB": upload_growth},
+        "release ZIP (POST /release/zip)": {"MB/s": statistics.median(downloads), "rounds": downloads,
+                                            "peak growth MiB": download_growth},
+    }
+
+
+def vault_http_table(results: dict[str, dict], raw: dict[str, float]) -> str:
+    lines = [
+        "",
+        "| the vault over HTTP, gunicorn on loopback | median MB/s | rounds MB/s | share of raw write, synced "
+        "| share of raw write, page cache | worker peak memory growth |",
+        "| --- | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for label, r in results.items():
+        lines.append(f"| {label} | {r['MB/s']:.0f} | {', '.join(f'{s:.0f}' for s in r['rounds'])} "
+                     f"| {r['MB/s'] / raw['fdatasync']:.0%} | {r['MB/s'] / raw['page cache']:.0%} "
+                     f"| {r['peak growth MiB']:.1f} MiB |")
+    return "\n".join(lines)
 
 
 def http_table(http: dict, raw: dict[str, float]) -> str:
@@ -321,7 +477,8 @@ def main(argv: list[str] | None = None) -> None:
         print(table(args.size, speeds, pressure, raw), flush=True)
         source = workdir / "src.bin"
         make_source(source, args.size)
-        print(http_table(bench_http_upload(source, args.size, workdir, args.rounds), raw))
+        print(http_table(bench_http_upload(source, args.size, workdir, args.rounds), raw), flush=True)
+        print(vault_http_table(bench_vault_http(source, args.size, workdir, args.rounds), raw))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask
 from flask_babel import format_datetime, get_locale
@@ -93,25 +94,30 @@ def _init_extensions(app: Flask) -> None:
 
 
 def _register(app: Flask) -> None:
+    from . import ops
     from .accounts.views import bp as accounts_bp
     from .audit.views import bp as audit_bp
     from .cases.intake import bp as intake_bp
     from .cases.views import bp as cases_bp
-    from .crypto import serverkeys  # noqa: F401  (model)
     from .cli import cli
-    from .deadlines.views import bp as deadlines_bp
-    from .notify.views import bp as notify_bp
-    from .main import bp as main_bp, install_error_handlers, LANGUAGES, navigation_counts
-    from .security.access import home_endpoint
-    from .reports.views import bp as reports_bp
+    from .crypto import serverkeys  # noqa: F401  (model)
     from .deadlines import sweeper
+    from .deadlines.views import bp as deadlines_bp
+    from .main import LANGUAGES, install_error_handlers, navigation_counts
+    from .main import bp as main_bp
+    from .notify.views import bp as notify_bp
+    from .reports.views import bp as reports_bp
     from .security import headers
+    from .security.access import home_endpoint
+    from .vault.release_views import bp as release_bp
+    from .vault.staff_views import bp as vault_staff_bp
     from .vault.views import bp as vault_bp
 
     for bp in (main_bp, accounts_bp, audit_bp, intake_bp, cases_bp, deadlines_bp, notify_bp, reports_bp,
-               vault_bp):
+               vault_bp, vault_staff_bp, release_bp):
         app.register_blueprint(bp)
     headers.install(app)
+    ops.install(app)
     sweeper.install(app)
     install_error_handlers(app)
     app.cli.add_command(cli)

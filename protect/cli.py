@@ -1,9 +1,12 @@
 """`flask protect ...`: operator commands."""
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import click
 from flask import current_app
@@ -12,11 +15,13 @@ from flask.cli import AppGroup
 from .accounts import service as accounts
 from .accounts.models import ROLES
 from .audit import service as audit
-from .crypto import keyring as keyring_mod, rotation
-from .errors import DomainError
+from .crypto import keyring as keyring_mod
+from .crypto import rotation
 from .deadlines import service as deadlines
+from .errors import DomainError
 from .extensions import db
 from .vault import service as vaults
+from .vault import webhooks
 
 cli = AppGroup("protect", help="protect's operator commands.")
 
@@ -43,7 +48,7 @@ def create_user(email, role, name, password_stdin):
         user, secret = accounts.create_user(db.session, None, email=email, role=role,
                                             password=password, name=name, enrol_totp=True)
     except DomainError as exc:
-        raise click.ClickException(str(exc.message))
+        raise click.ClickException(str(exc.message)) from None
     db.session.commit()
     click.echo(f"created: {user.id} ({role})")
     if secret:
@@ -169,13 +174,28 @@ def _retire(keys_dir, kid: str, from_env: bool) -> None:
 
 
 @cli.command("sweep")
-def sweep():
+@click.option("--every", type=click.IntRange(min=1), default=None, metavar="SECONDS",
+              help="Keep running, sweeping every SECONDS (a service instead of a timer: no start-up per run).")
+def sweep(every):
     """Move clocks to due-soon/overdue, notify, escalate. Safe to run from many hosts."""
+    if every is None:
+        _sweep_once()
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while not stop.is_set():
+        _sweep_once()
+        db.session.remove()
+        stop.wait(every)
+
+
+def _sweep_once() -> None:
     settings = current_app.extensions["protect.settings"]
     result = deadlines.sweep(db.session, escalate_after=timedelta(minutes=settings.escalate_after_minutes))
     click.echo(f"due soon: {result.due_soon}, overdue: {result.overdue}, "
                f"escalated: {result.escalated}, notifications: {result.notifications}")
     click.echo(f"vaults: {vaults.sweep(db.session)}")
+    click.echo(f"vault webhooks: {webhooks.deliver(db.session)}")
     if settings.mail_server:  # the sweep committed: its e-mail may go now
         _send_mail(limit=10000)
 
@@ -214,4 +234,72 @@ def audit_verify():
         click.echo(f"OK {result.count} entries")
     else:
         click.echo(f"BROKEN at entry {result.broken_id} (after {result.count} good entries)")
+        sys.exit(1)
+
+
+# -- operations (issue 8): doctor, backup, restore ---------------------------------
+
+@cli.command("doctor")
+def doctor():
+    """Check this deployment's settings and services; exit non-zero if anything is wrong."""
+    from .ops.doctor import FAIL, WARN, examine
+    findings = examine()
+    for finding in findings:
+        click.echo(f"{finding.level.upper():<4}  {finding.topic}: {finding.message}")
+    failed = sum(f.level == FAIL for f in findings)
+    warned = sum(f.level == WARN for f in findings)
+    click.echo(f"{failed} problem(s), {warned} warning(s)")
+    if failed:
+        sys.exit(1)
+
+
+@cli.command("backup")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--recipient", "-r", "recipients", multiple=True, required=True, metavar="age1…",
+              help="age public key the backup is encrypted to (repeat for several).")
+@click.option("--without-keys", is_flag=True,
+              help="Leave the master keys out (keep them elsewhere: the backup cannot be read without them).")
+def backup(dest, recipients, without_keys):
+    """Write a consistent, age-encrypted backup of the database and blobs into DEST (new)."""
+    from .ops import backup as backups
+    started = time.perf_counter()
+    try:
+        summary = backups.create_backup(dest, list(recipients), include_keys=not without_keys, echo=click.echo)
+    except backups.FAILURES as exc:
+        raise click.ClickException(str(exc)) from None
+    keys = "included" if summary.keys_included else "NOT included: keep them safe elsewhere"
+    click.echo(f"backup in {dest}: {summary.engine} at {summary.revision}, {summary.blobs} blobs, "
+               f"master keys {', '.join(summary.key_ids)} {keys} ({time.perf_counter() - started:.1f} s)")
+    if summary.missing_blobs:
+        click.echo(f"WARNING: {len(summary.missing_blobs)} blobs the database names are missing from the "
+                   "blob store; they are not in the backup (ids in its manifest)")
+        sys.exit(1)
+
+
+@cli.command("restore")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--identity", "-i", "identity_file", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="age identity file (AGE-SECRET-KEY-1…) of a recipient of the backup.")
+def restore(src, identity_file):
+    """Restore a backup into this instance, which must be empty (no tables, no blobs)."""
+    from .crypto import agefile
+    from .ops import backup as backups
+    started = time.perf_counter()
+    try:
+        identities = agefile.parse_identities(identity_file.read_text())
+    except (agefile.KeyFormatError, UnicodeDecodeError):
+        raise click.ClickException(f"{identity_file} is not an age identity file") from None
+    try:
+        summary = backups.restore_backup(src, identities, echo=click.echo)
+    except backups.FAILURES as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"restored: {summary.engine} at {summary.revision}, {summary.blobs} blobs, master keys "
+               f"{', '.join(summary.key_ids)} ({time.perf_counter() - started:.1f} s)")
+    if summary.missing_blobs:
+        click.echo(f"WARNING: the backup lacked {len(summary.missing_blobs)} blobs its database names")
+    if summary.audit_chain.ok:
+        click.echo(f"audit chain OK ({summary.audit_chain.count} entries)")
+    else:
+        click.echo(f"audit chain BROKEN at entry {summary.audit_chain.broken_id}")
         sys.exit(1)

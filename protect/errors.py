@@ -6,7 +6,9 @@ class DomainError(Exception):
     """A rule refused the action; ``message`` is translatable and safe to show."""
 
     def __init__(self, message):
-        super().__init__(str(message))
+        # Kept lazy: translating here would ask for the locale, which may load the
+        # signed-in account through a session that has just failed (a stale vault).
+        super().__init__(message)
         self.message = message
 
 

@@ -1,10 +1,10 @@
 """Flask extensions, created unbound and initialised by the app factory."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from flask import current_app, has_app_context
-
 from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -13,7 +13,9 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy import DateTime, MetaData, TypeDecorator
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.engine import CursorResult, Result
+from sqlalchemy.orm import DeclarativeBase, scoped_session
+from sqlalchemy.orm import Session as OrmSession
 
 # Stable constraint names, so Alembic can alter them on SQLite and PostgreSQL alike.
 NAMING = {
@@ -40,15 +42,15 @@ class UTCDateTime(TypeDecorator):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value, dialect):
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 class Now:
@@ -62,7 +64,7 @@ class Now:
         self.offset = timedelta(0)
 
     def __call__(self) -> datetime:
-        return datetime.now(timezone.utc) + self.offset
+        return datetime.now(UTC) + self.offset
 
     def advance(self, delta: timedelta | None = None, **kwargs) -> None:
         self.offset += delta if delta is not None else timedelta(**kwargs)
@@ -71,12 +73,29 @@ class Now:
 def utcnow() -> datetime:
     if has_app_context():
         return current_app.extensions["protect.now"]()
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 db = SQLAlchemy(model_class=Base)
+# Type checkers cannot see ``db.Model`` (made at run time from Base); models
+# subclass ``Model``, which is ``db.Model`` when the code runs.
+if TYPE_CHECKING:
+    Model = Base
+else:
+    Model = db.Model
+# What services take: the request's session (Flask-SQLAlchemy's scoped proxy) or a plain one.
+Session: TypeAlias = OrmSession | scoped_session[Any]
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
 babel = Babel()
+
+
+def rowcount(result: Result[Any]) -> int:
+    """How many rows an UPDATE, DELETE or INSERT without RETURNING touched.
+
+    ``Session.execute`` is typed to return a plain ``Result``; for those statements
+    it is a ``CursorResult``, which has the count.
+    """
+    return cast(CursorResult[Any], result).rowcount

@@ -3,8 +3,19 @@ from __future__ import annotations
 
 import logging
 
-from flask import (Blueprint, abort, Flask, current_app, has_request_context, redirect, render_template,
-                   request, session, url_for)
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    g,
+    has_request_context,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
@@ -12,8 +23,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from .crypto.uploads import StorageProblem
 from .deadlines.service import overdue_count
-from .extensions import db
+from .extensions import db, login_manager
 from .notify.service import unread_count
 from .security.access import home_endpoint
 
@@ -91,12 +103,13 @@ def select_locale() -> str:
         return current_user.locale
     if session.get("locale") in LANGUAGES:
         return session["locale"]
-    return request.accept_languages.best_match(list(LANGUAGES)) or "es"
+    return (request.accept_languages.best_match(list(LANGUAGES))
+            or current_app.extensions["protect.settings"].default_locale)
 
 
-def _render_error(code: int):
-    title, message = ERRORS.get(code, ERRORS[500])
-    return render_template("error.html", title=title, message=message, code=code), code
+def _render_error(code: int, message=None):
+    title, generic = ERRORS.get(code, ERRORS[500])
+    return render_template("error.html", title=title, message=message or generic, code=code), code
 
 
 def install_error_handlers(app: Flask) -> None:
@@ -107,7 +120,9 @@ def install_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
-        return _render_error(exc.code if exc.code in ERRORS else 400)
+        # The blob store's refusals say what happened (full, unreachable), already translated.
+        message = exc.description if isinstance(exc, StorageProblem) else None
+        return _render_error(exc.code if exc.code in ERRORS else 400, message)
 
     @app.errorhandler(DataError)
     def refused_by_database(exc):
@@ -121,6 +136,10 @@ def install_error_handlers(app: Flask) -> None:
     def database_down(exc):
         db.session.rollback()
         log.warning("database unavailable: %s", type(exc.orig).__name__)
+        # The page must not need the database: reading the signed-in account (or its
+        # counts for the menu) would fail again and end in a bare 500. It is shown as
+        # to a visitor; the session cookie is left alone, signed in for the next request.
+        g._login_user = login_manager.anonymous_user()
         return _render_error(503)
 
     @app.errorhandler(Exception)

@@ -9,13 +9,15 @@ import dataclasses
 import os
 import secrets
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
 ENVIRONMENTS = ("development", "production", "test")
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(RuntimeError):
@@ -61,6 +63,12 @@ class Settings:
     escalate_after_minutes: int = 60
     # The web process sweeps on a thread this often (0: off; run `flask protect sweep` from a timer).
     sweep_interval_seconds: int = 60
+    # Donor reports: a figure resting on fewer cases than this shows "< k" (reports/suppression.py).
+    report_min_cell: int = 5
+    # Log lines as "text" (for people) or "json" (one object a line, for collectors; production).
+    log_format: str = "text"
+    # Reverse proxies in front of the app (nginx: 1); their X-Forwarded-For/-Proto are trusted that deep.
+    proxy_hops: int = 0
     testing: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -91,7 +99,7 @@ def _coerce(kind: Any, raw: Any, name: str) -> Any:
     return raw
 
 
-def _private_file(path: Path, make: callable) -> str:
+def _private_file(path: Path, make: Callable[[], str]) -> str:
     """Read a secret file, creating it with mode 0600 when absent."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():
@@ -136,6 +144,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     settings = Settings(**values)
     if settings.env not in ENVIRONMENTS:
         raise SettingsError(f"PROTECT_ENV must be one of {', '.join(ENVIRONMENTS)}")
+    if settings.log_format not in LOG_FORMATS:
+        raise SettingsError(f"PROTECT_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
     instance.mkdir(parents=True, exist_ok=True)
     if settings.production:
         _check_production(settings)

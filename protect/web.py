@@ -1,7 +1,8 @@
 """What every view does with a service call: commit it, or show why it was refused."""
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from flask import abort, flash
 

@@ -66,6 +66,9 @@ def upgrade():
     with op.batch_alter_table('vault_recipients', schema=None) as batch_op:
         batch_op.add_column(sa.Column('language', sa.String(length=5), nullable=False, server_default='es'))
 
+    with op.batch_alter_table('vault_deposits', schema=None) as batch_op:
+        batch_op.alter_column('size', existing_type=sa.Integer(), type_=sa.BigInteger(), existing_nullable=False)
+
     with op.batch_alter_table('vaults', schema=None) as batch_op:
         batch_op.add_column(sa.Column('downloads_per_file', sa.Integer(), nullable=False, server_default='1'))
         batch_op.add_column(sa.Column('webhook_url', sa.LargeBinary(), nullable=True))
@@ -85,6 +88,9 @@ def downgrade():
     with op.batch_alter_table('vaults', schema=None) as batch_op:
         batch_op.drop_column('webhook_url')
         batch_op.drop_column('downloads_per_file')
+
+    with op.batch_alter_table('vault_deposits', schema=None) as batch_op:
+        batch_op.alter_column('size', existing_type=sa.BigInteger(), type_=sa.Integer(), existing_nullable=False)
 
     with op.batch_alter_table('vault_recipients', schema=None) as batch_op:
         batch_op.drop_column('language')

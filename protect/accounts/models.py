@@ -7,7 +7,7 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..crypto.columns import Ciphertext, RowId, sealed
-from ..extensions import UTCDateTime, db, utcnow
+from ..extensions import Model, UTCDateTime, utcnow
 
 ROLES = ("journalist", "caseworker", "supervisor", "donor", "admin")
 STAFF_ROLES = frozenset({"caseworker", "supervisor", "admin"})
@@ -17,7 +17,7 @@ def normalise_email(value: str) -> str:
     return value.strip().lower()
 
 
-class User(RowId, UserMixin, db.Model):
+class User(RowId, UserMixin, Model):
     __tablename__ = "users"
 
     email_ct: Mapped[bytes] = mapped_column("email", Ciphertext)
@@ -57,7 +57,7 @@ class User(RowId, UserMixin, db.Model):
         return self.is_staff
 
 
-class RecoveryCode(db.Model):
+class RecoveryCode(Model):
     __tablename__ = "recovery_codes"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -66,7 +66,7 @@ class RecoveryCode(db.Model):
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class LoginSession(db.Model):
+class LoginSession(Model):
     """A server-side record of each login, so a session can really be ended
     (logout, password change, idle timeout) rather than merely forgotten."""
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
 
 from ..audit import service as audit
 from ..errors import DomainError, NotFound, PermissionDenied
-from ..extensions import utcnow
+from ..extensions import Session, rowcount, utcnow
 from ..security import passwords, totp
 from ..security.sessions import end_all_sessions
 from .models import ROLES, RecoveryCode, User
@@ -26,7 +25,7 @@ def authenticate(db: Session, email: str, password: str) -> User | None:
     same cost whether the account is missing, disabled or the password wrong."""
     user = find_by_email(db, email) if email else None
     ok = passwords.verify_password(user.password_hash if user else None, password)
-    if not ok or not user.active:
+    if user is None or not ok or not user.active:
         audit.record(db, "login.failed", target=user.id if user else None)
         db.commit()
         return None
@@ -50,11 +49,11 @@ def check_second_factor(db: Session, user: User, code: str) -> str | None:
     if step is not None:
         user.totp_last_step = step
         return "totp"
-    used = db.execute(
+    used = rowcount(db.execute(
         update(RecoveryCode)
         .where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None),
                RecoveryCode.code_hash == totp.hash_recovery_code(code))
-        .values(used_at=utcnow())).rowcount
+        .values(used_at=utcnow())))
     if used:
         audit.record(db, "2fa.recovery_code_used", actor=user, target=user.id)
         return "recovery"

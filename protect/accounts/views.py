@@ -3,8 +3,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request,
-                   session, url_for)
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 
@@ -12,13 +11,13 @@ from ..audit import service as audit
 from ..errors import DomainError, NotFound
 from ..extensions import db, limiter
 from ..main import safe_local_path
-from ..web import REFUSED, attempt
+from ..reports import service as reports
 from ..security import sessions, totp
-from ..security.passwords import MIN_LENGTH
 from ..security.access import home_endpoint
+from ..security.passwords import MIN_LENGTH
+from ..web import REFUSED, attempt
 from . import service
-from .forms import (CodeForm, ConfirmPasswordForm, EditUserForm, LoginForm, NewUserForm,
-                    PasswordChangeForm, ROLE_LABELS)
+from .forms import ROLE_LABELS, CodeForm, ConfirmPasswordForm, EditUserForm, LoginForm, NewUserForm, PasswordChangeForm
 from .models import ROLES, User
 
 bp = Blueprint("accounts", __name__)
@@ -35,7 +34,7 @@ def _settings():
 def _account_key() -> str:
     # Hashed, so limiter storage (maybe Redis) holds no e-mail address.
     email = request.form.get("email", "").strip().lower()
-    return "acct:" + hashlib.sha256((current_app.secret_key + email).encode()).hexdigest()
+    return "acct:" + hashlib.sha256((_settings().secret_key + email).encode()).hexdigest()
 
 
 def _pending_key() -> str:
@@ -204,9 +203,14 @@ def users():
 def new_user():
     form = NewUserForm()
     if form.validate_on_submit():
-        created = attempt(lambda: service.create_user(
-            db.session, current_user, email=form.email.data, role=form.role.data,
-            password=form.password.data, name=form.name.data), form=form, success=_(
+        def create():
+            made = service.create_user(db.session, current_user, email=form.email.data, role=form.role.data,
+                                       password=form.password.data, name=form.name.data)
+            reports.set_scope(db.session, current_user, made[0], states=form.scope_states.data,
+                              beneficiaries=form.scope_beneficiaries.data)
+            return made
+
+        created = attempt(create, form=form, success=_(
             "Account created. Caseworkers, supervisors and administrators set up two-step "
             "verification at their first sign-in."))
         if created is not REFUSED:
@@ -224,9 +228,15 @@ def edit_user(user_id: str):
         audit.record(db.session, "user.viewed", actor=current_user, target=user.id)
         db.session.commit()
     form = EditUserForm(obj=user)
+    if request.method == "GET":
+        scope = user.report_scope or {}
+        form.scope_states.data, form.scope_beneficiaries.data = scope.get("states"), scope.get("beneficiaries")
     if form.validate_on_submit():
-        if attempt(lambda: service.update_user(db.session, current_user, user, role=form.role.data,
-                                               active=form.active.data),
-                   form=form, success=_("Account updated.")) is not REFUSED:
+        def save():
+            service.update_user(db.session, current_user, user, role=form.role.data, active=form.active.data)
+            reports.set_scope(db.session, current_user, user, states=form.scope_states.data,
+                              beneficiaries=form.scope_beneficiaries.data)
+
+        if attempt(save, form=form, success=_("Account updated.")) is not REFUSED:
             return redirect(url_for(".edit_user", user_id=user.id))
     return render_template("accounts/edit_user.html", form=form, user=user, roles=ROLE_LABELS)

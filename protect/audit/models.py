@@ -5,10 +5,10 @@ from datetime import datetime
 from sqlalchemy import Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..extensions import UTCDateTime, db, utcnow
+from ..extensions import Model, UTCDateTime, utcnow
 
 
-class AuditEntry(db.Model):
+class AuditEntry(Model):
     """One append-only, hash-chained row. ``prev_hash`` is unique, so the
     chain cannot fork even when two writers race."""
 

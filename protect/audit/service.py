@@ -11,10 +11,9 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import Row, func, select, text
 
-from ..extensions import utcnow
+from ..extensions import Session, utcnow
 from .models import AuditEntry
 
 GENESIS = "0" * 64
@@ -22,7 +21,7 @@ GENESIS = "0" * 64
 _LOCK_ID = 0x70726F74
 
 
-def _content(entry: AuditEntry) -> str:
+def _content(entry: AuditEntry | Row) -> str:  # (verify reads plain rows)
     return json.dumps({
         "at": entry.at.isoformat(timespec="microseconds"),
         "actor_id": entry.actor_id,
@@ -33,7 +32,7 @@ def _content(entry: AuditEntry) -> str:
     }, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _hash(prev_hash: str, entry: AuditEntry) -> str:
+def _hash(prev_hash: str, entry: AuditEntry | Row) -> str:
     return hashlib.sha256((prev_hash + _content(entry)).encode()).hexdigest()
 
 

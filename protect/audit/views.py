@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 
 from flask import Blueprint, render_template, request
 
@@ -27,8 +27,8 @@ def index():
     page = max(1, min(request.args.get("page", 1, type=int) or 1, 100000))
     rows, total = service.entries(
         db.session, action=action, actor_id=actor,
-        since=datetime.combine(since, time(), timezone.utc) if since else None,
-        until=datetime.combine(until, time(), timezone.utc) + timedelta(days=1) if until else None,
+        since=datetime.combine(since, time(), UTC) if since else None,
+        until=datetime.combine(until, time(), UTC) + timedelta(days=1) if until else None,
         page=page)
     return render_template("audit/index.html", rows=rows, total=total, page=page, actions=actions,
                            filters={"action": action, "actor": actor, "since": since, "until": until})

@@ -30,27 +30,38 @@ import subprocess
 import sys
 import time
 from bisect import bisect
+from collections.abc import Callable
 from contextlib import closing
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
 from operator import itemgetter
 from pathlib import Path
-from typing import Callable
+from typing import IO, Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import JSON, Date, Integer, func, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import JSON, Date, Integer, Table, func, insert, select
 
 from ..accounts import service as accounts
 from ..accounts.models import User, normalise_email
 from ..audit import service as audit
 from ..crypto.columns import aad_for, keyring, new_row_id
-from ..extensions import UTCDateTime, utcnow
+from ..extensions import Session, UTCDateTime, utcnow
 from ..security import passwords
 from . import service
 from .codes import MEASURE_FLOW
-from .models import (Appeal, BoardDecision, Case, CaseEvent, Incident, Measure, Message, Note,
-                     OnlineThreat, Review, RiskAssessment)
+from .models import (
+    Appeal,
+    BoardDecision,
+    Case,
+    CaseEvent,
+    Incident,
+    Measure,
+    Message,
+    Note,
+    OnlineThreat,
+    Review,
+    RiskAssessment,
+)
 from .service import REF_ALPHABET
 
 MEXICO = ZoneInfo("America/Mexico_City")
@@ -123,7 +134,7 @@ def ensure_pools(session: Session) -> Pools:
                 "name": ring.seal(name.encode(), aad_for("users", "name_ct", user_id)),
             })
             found[email] = user_id
-        session.execute(insert(User.__table__), rows)
+        session.execute(insert(cast(Table, User.__table__)), rows)
         audit.record(session, "demo.accounts_created", role="journalist", count=len(rows))
     session.commit()
     return Pools([found[e] for e in CASEWORKERS], [found[e] for e in SUPERVISORS],
@@ -137,7 +148,7 @@ def pool_logins(session: Session) -> list[tuple[str, str, str | None]]:
         select(User).where(User.id.in_(list(found.values())))).scalars()}
     out = []
     for email in CASEWORKERS + SUPERVISORS:
-        user = users.get(found.get(email))
+        user = users.get(found[email]) if email in found else None
         if user is not None:
             out.append((email, user.role, user.totp_secret))
     return out
@@ -311,7 +322,7 @@ OPEN = frozenset({"received", "triage", "urgent_measures", "risk_assessment", "b
                   "implementation", "active", "review", "appeal"})
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EPOCH_NAIVE = datetime(1970, 1, 1)
 
 
@@ -350,11 +361,13 @@ class _Writer:
 
     def __init__(self, dialect: str):
         self.dialect = dialect
-        self.plans = {}
+        self.plans: dict[str, tuple] = {}  # table name → what _plan returns
 
     def _plan(self, table, sample: dict):
         sqlite = self.dialect == "sqlite"
-        names, fill, convert = [], {}, []
+        names: list[str] = []
+        fill: dict[str, Any] = {}
+        convert: list[tuple[int, Callable[[Any], Any]]] = []
         for column in table.columns:
             if column.primary_key and isinstance(column.type, Integer) and column.name not in sample:
                 continue  # autoincrement id
@@ -379,7 +392,7 @@ class _Writer:
             statement = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
         return fill, convert, getter, statement
 
-    def statements(self, batch: "_Batch") -> list[tuple[str, list]]:
+    def statements(self, batch: _Batch) -> list[tuple[str, list]]:
         """(statement, values) for every table of ``batch``, parents first."""
         out = []
         for model in TABLES:
@@ -444,6 +457,7 @@ def _writer_stdio() -> None:
     """
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     dialect, dsn, skip_fk_triggers = pickle.load(stdin)
+    raw: sqlite3.Connection | psycopg.Connection
     if dialect == "sqlite":
         import sqlite3
         raw = sqlite3.connect(dsn)
@@ -485,8 +499,9 @@ class _WriterProcess:
 
     def _send(self, item) -> None:
         try:
-            pickle.dump(item, self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self.process.stdin.flush()
+            stdin = cast(IO[bytes], self.process.stdin)  # a PIPE, so never None
+            pickle.dump(item, stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            stdin.flush()
         except (BrokenPipeError, OSError):
             self._fail()
 
@@ -546,7 +561,7 @@ class _Generator:
     def reference(self) -> str:
         """A random reference like the service's (``PRT-XXXX-XXXX``), unique in the database."""
         while True:
-            chars = []
+            chars: list[str] = []
             while len(chars) < 8:
                 if self._refpos >= len(self._refbytes):
                     self._refbytes, self._refpos = os.urandom(4096), 0
@@ -609,16 +624,17 @@ class _Generator:
     def case_rows(self, b: _Batch) -> None:
         rng = self.rng
         self.rows = b.rows
-        self.events = []
-        self.side = []  # steps that change no case state, kept if they fall before the end
+        self.events: list[tuple[float, int, str, str | None, dict]] = []  # (at, seq, kind, actor, data)
+        # steps that change no case state, kept if they fall before the end: (at, kind, extra, payload)
+        self.side: list[tuple[float, str, Any, Any]] = []
         self.seq = 0
         self.transitions = 0
-        self.assignments = []
-        self.measures = []
-        self.threats = []
-        self.drop = None
-        self.petitioner = None
-        self.assignee = None
+        self.assignments: list[tuple[float, str]] = []
+        self.measures: list[dict] = []
+        self.threats: list[dict] = []
+        self.drop: float | None = None
+        self.petitioner: str | None = None
+        self.assignee: str | None = None
         case_id = self.case_id = new_row_id()
         age = YEARS * 365 * DAY * rng.random() ** 1.25  # more requests lately
         submitted = self.now - age
@@ -702,7 +718,7 @@ class _Generator:
     def incidents(self, case_id: str, created: float, submitted: float, municipality: str, draft: bool) -> None:
         rng = self.rng
         self.online = False
-        self.first_incident = None
+        self.first_incident: str | None = None
         count = self.pick((1, 2, 3), (60, 28, 12)) if not draft or rng.random() < 0.5 else 0
         for _ in range(count):
             self.incident(case_id, created, submitted - self.days(10, 1.3), municipality, event=False)

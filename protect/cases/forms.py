@@ -10,13 +10,23 @@ was looking at: the service refuses it if the case changed meanwhile.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import MultipleFileField
-from wtforms import (BooleanField, DateField, DateTimeLocalField, HiddenField, RadioField,
-                     SelectChoice, SelectField, StringField, TextAreaField)
+from wtforms import (
+    BooleanField,
+    DateField,
+    DateTimeLocalField,
+    HiddenField,
+    RadioField,
+    SelectChoice,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, Regexp
 
 from . import codes
@@ -114,6 +124,9 @@ class MeasurePicker:
 
     measure_codes: tuple[str, ...] = ()
 
+    if TYPE_CHECKING:  # the form it is mixed into looks fields up by name
+        def __getitem__(self, name: str) -> Any: ...
+
     def picked(self) -> list[tuple[str, str]]:
         return [(code, self[f"a_{code}"].data or "") for code in self.measure_codes
                 if self[f"m_{code}"].data]
@@ -130,7 +143,8 @@ def with_measures(base: type[CaseForm], types, name_of) -> type[CaseForm]:
         fields[f"a_{t.code}"] = SelectField(
             _l("Implementing authority"), validate_choice=False,
             choices=_choices(codes.AUTHORITIES, blank=_l("Choose the authority")))
-    return type(base)(base.__name__, (MeasurePicker, base), fields)
+    form_meta: type = type(base)  # WTForms' FormMeta, which collects the new fields
+    return form_meta(base.__name__, (MeasurePicker, base), fields)
 
 
 class UrgentMeasuresForm(CaseForm):

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import (Blueprint, abort, current_app, flash, redirect, render_template,
-                   request, url_for)
-from flask_babel import format_date, gettext as _, lazy_gettext as _l, ngettext
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import format_date, ngettext
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from werkzeug.routing import BuildError
 from wtforms import SelectChoice
@@ -24,11 +25,21 @@ from ..crypto.downloads import decrypted_attachment
 from ..crypto.uploads import EncryptedUpload, accepts_uploads
 from ..deadlines import service as deadlines
 from ..errors import DomainError, NotFound, PermissionDenied
-from ..web import REFUSED, attempt
 from ..extensions import db, utcnow
+from ..web import REFUSED, attempt
 from . import codes, service
-from .intake_forms import (NONE, AppealForm, EvidenceForm, IncidentForm, MessageForm, SubmitForm,
-                           ThreatForm, WhoForm, WithdrawForm, WorkForm)
+from .intake_forms import (
+    NONE,
+    AppealForm,
+    EvidenceForm,
+    IncidentForm,
+    MessageForm,
+    SubmitForm,
+    ThreatForm,
+    WhoForm,
+    WithdrawForm,
+    WorkForm,
+)
 from .models import Case
 
 log = logging.getLogger(__name__)
@@ -97,7 +108,7 @@ def _home_url() -> str:
 
 def _files(name: str = "files") -> list[EncryptedUpload]:
     """The files sent in field ``name``, already encrypted; an empty input gives none."""
-    uploads = []
+    uploads: list[EncryptedUpload] = []
     for storage in request.files.getlist(name):
         upload = storage.stream
         if not isinstance(upload, EncryptedUpload) or not upload.size:

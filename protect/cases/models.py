@@ -12,10 +12,10 @@ from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..crypto.columns import Ciphertext, RowId, sealed
-from ..extensions import UTCDateTime, db, utcnow
+from ..extensions import Model, UTCDateTime, utcnow
 
 
-class Case(RowId, db.Model):
+class Case(RowId, Model):
     __tablename__ = "cases"
 
     reference: Mapped[str] = mapped_column(String(16), unique=True)
@@ -54,13 +54,13 @@ class Case(RowId, db.Model):
     municipality = sealed("municipality_ct")
     others_at_risk = sealed("others_at_risk_ct")
 
-    incidents: Mapped[list["Incident"]] = relationship(
+    incidents: Mapped[list[Incident]] = relationship(
         back_populates="case", order_by="Incident.occurred_on", cascade="all, delete-orphan")
-    online_threats: Mapped[list["OnlineThreat"]] = relationship(
+    online_threats: Mapped[list[OnlineThreat]] = relationship(
         back_populates="case", order_by="OnlineThreat.created_at", cascade="all, delete-orphan")
-    evidence: Mapped[list["Evidence"]] = relationship(
+    evidence: Mapped[list[Evidence]] = relationship(
         back_populates="case", order_by="Evidence.created_at", cascade="all, delete-orphan")
-    measures: Mapped[list["Measure"]] = relationship(
+    measures: Mapped[list[Measure]] = relationship(
         back_populates="case", order_by="Measure.decided_at", cascade="all, delete-orphan")
 
     __mapper_args__ = {"version_id_col": version}
@@ -73,7 +73,7 @@ class Case(RowId, db.Model):
                       Index("ix_cases_filer_status", "filed_by_id", "status"))
 
 
-class Incident(RowId, db.Model):
+class Incident(RowId, Model):
     __tablename__ = "incidents"
 
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
@@ -90,7 +90,7 @@ class Incident(RowId, db.Model):
     case: Mapped[Case] = relationship(back_populates="incidents")
 
 
-class OnlineThreat(RowId, db.Model):
+class OnlineThreat(RowId, Model):
     """A threatening post or account, and the report made to its platform."""
 
     __tablename__ = "online_threats"
@@ -110,7 +110,7 @@ class OnlineThreat(RowId, db.Model):
     case: Mapped[Case] = relationship(back_populates="online_threats")
 
 
-class Evidence(RowId, db.Model):
+class Evidence(RowId, Model):
     __tablename__ = "evidence"
 
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
@@ -127,7 +127,7 @@ class Evidence(RowId, db.Model):
     case: Mapped[Case] = relationship(back_populates="evidence")
 
 
-class RiskAssessment(RowId, db.Model):
+class RiskAssessment(RowId, Model):
     __tablename__ = "risk_assessments"
 
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
@@ -140,7 +140,7 @@ class RiskAssessment(RowId, db.Model):
     recommendation = sealed("recommendation_ct")
 
 
-class BoardDecision(RowId, db.Model):
+class BoardDecision(RowId, Model):
     __tablename__ = "board_decisions"
 
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
@@ -152,7 +152,7 @@ class BoardDecision(RowId, db.Model):
     communicated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class MeasureType(db.Model):
+class MeasureType(Model):
     """The measures catalogue (seeded by a migration, editable)."""
 
     __tablename__ = "measure_types"
@@ -164,7 +164,7 @@ class MeasureType(db.Model):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
-class Measure(RowId, db.Model):
+class Measure(RowId, Model):
     __tablename__ = "measures"
 
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
@@ -182,7 +182,7 @@ class Measure(RowId, db.Model):
     case: Mapped[Case] = relationship(back_populates="measures")
 
 
-class Review(RowId, db.Model):
+class Review(RowId, Model):
     __tablename__ = "reviews"
 
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
@@ -193,7 +193,7 @@ class Review(RowId, db.Model):
     notes = sealed("notes_ct")
 
 
-class Appeal(RowId, db.Model):
+class Appeal(RowId, Model):
     """An inconformidad against a decision, with the independent study."""
 
     __tablename__ = "appeals"
@@ -207,7 +207,7 @@ class Appeal(RowId, db.Model):
     grounds = sealed("grounds_ct")
 
 
-class Note(RowId, db.Model):
+class Note(RowId, Model):
     """A caseworker's note: staff only, never shown to the journalist."""
 
     __tablename__ = "case_notes"
@@ -219,7 +219,7 @@ class Note(RowId, db.Model):
     body = sealed("body_ct")
 
 
-class Message(RowId, db.Model):
+class Message(RowId, Model):
     """A message between the case team and the journalist."""
 
     __tablename__ = "case_messages"
@@ -233,7 +233,7 @@ class Message(RowId, db.Model):
     body = sealed("body_ct")
 
 
-class CaseEvent(db.Model):
+class CaseEvent(Model):
     """The append-only timeline: one typed row per thing that happened.
 
     ``data`` holds codes and ids only, never personal data; deadlines and

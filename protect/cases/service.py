@@ -10,19 +10,32 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import cast
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import and_, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, and_, func, or_, select
 
 from ..accounts.models import User
 from ..audit import service as audit
-from ..errors import DomainError, NotFound, PermissionDenied
-from ..extensions import utcnow
-from . import codes
 from ..deadlines import service as deadlines
-from .models import (Appeal, BoardDecision, Case, CaseEvent, Evidence, Incident, Measure,
-                     MeasureType, Message, Note, OnlineThreat, Review, RiskAssessment)
+from ..errors import DomainError, NotFound, PermissionDenied
+from ..extensions import Session, rowcount, utcnow
+from . import codes
+from .models import (
+    Appeal,
+    BoardDecision,
+    Case,
+    CaseEvent,
+    Evidence,
+    Incident,
+    Measure,
+    MeasureType,
+    Message,
+    Note,
+    OnlineThreat,
+    Review,
+    RiskAssessment,
+)
 
 REF_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"  # no 0/O, 1/I/L, U
 MAX_TEXT = 20_000
@@ -356,18 +369,18 @@ def remove_draft_item(db: Session, actor: User, case: Case, kind: str, item_id: 
     _require(can_edit_draft(actor, case))
     model = {"incident": Incident, "threat": OnlineThreat, "evidence": Evidence}.get(kind)
     item = db.get(model, item_id) if model is not None and isinstance(item_id, str) else None
-    if item is None or item.case_id != case.id:
+    if not isinstance(item, (Incident, OnlineThreat, Evidence)) or item.case_id != case.id:
         raise NotFound(_l("No such item."))
-    if kind == "evidence":
+    if isinstance(item, Evidence):
         gone = [item]
     else:
         link = "incident_id" if kind == "incident" else "online_threat_id"
         gone = [e for e in case.evidence if getattr(e, link) == item.id]
     for evidence in gone:
         case.evidence.remove(evidence)
-    if kind == "incident":
+    if isinstance(item, Incident):
         case.incidents.remove(item)
-    elif kind == "threat":
+    elif isinstance(item, OnlineThreat):
         case.online_threats.remove(item)
     case.updated_at = utcnow()
     audit.record(db, "case.draft_item_removed", actor=actor, target=case.reference, kind=kind,
@@ -645,7 +658,7 @@ def reveal_identity(db: Session, actor: User, case: Case, reason: str | None) ->
     if not case.pseudonymous or not case.real_identity_ct:
         raise DomainError(_l("This case has no sealed identity."))
     _text(reason, _l("Reason"), required=True, limit=1000)
-    if len(reason.strip()) < 10:
+    if reason is None or len(reason.strip()) < 10:
         raise DomainError(_l("Explain in a sentence why the identity must be revealed."))
     _event(db, case, "identity_revealed", actor)
     audit.record(db, "case.identity_revealed", actor=actor, target=case.reference,
@@ -674,11 +687,11 @@ def mark_messages_read(db: Session, actor: User, case: Case) -> int:
     """The petitioner has seen the messages sent to them; returns how many were new."""
     if not is_petitioner(actor, case):
         return 0
-    result = db.execute(Message.__table__.update()
+    result = db.execute(cast(Table, Message.__table__).update()
                         .where(Message.case_id == case.id, Message.to_petitioner.is_(True),
                                Message.read_at.is_(None))
                         .values(read_at=utcnow()))
-    return result.rowcount or 0
+    return rowcount(result) or 0
 
 
 def unread_counts(db: Session, user: User) -> dict[str, int]:

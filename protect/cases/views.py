@@ -9,14 +9,15 @@ parts) is not theirs to see, 403 when they may see it but not do that.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timezone
-from typing import Callable
+from datetime import UTC
 
 from babel import dates as babel_dates
-from flask import (Blueprint, abort, flash, redirect, render_template, request,
-                   url_for)
-from flask_babel import get_locale, gettext as _, lazy_gettext as _l, ngettext
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import get_locale, ngettext
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.routing import BuildError
@@ -470,7 +471,7 @@ def platform_report(case_id: str, threat_id: str):
     form = forms.PlatformReportForm(prefix=f"r-{threat.id}")
     if not form.validate_on_submit():
         return _invalid(case, key, form)
-    utc = lambda value: value.astimezone(timezone.utc) if value else None  # noqa: E731
+    utc = lambda value: value.astimezone(UTC) if value else None  # noqa: E731
     me = _me()
     return _apply(case, key, form,
                   lambda: service.record_platform_report(
@@ -537,7 +538,7 @@ def add_evidence(case_id: str):
     if not form.validate_on_submit():
         return _invalid(case, "evidence", form)
     uploads = [f.stream for f in request.files.getlist("evidence-files")
-               if f.filename or getattr(f.stream, "size", 0)]
+               if f.filename or getattr(f.stream, "size", 0) > 0]
     me = _me()
 
     def keep():

@@ -51,7 +51,7 @@ import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
@@ -437,6 +437,7 @@ def unwrap_file_key(header: Header, identities: Iterable[str] = (), *, passphras
     if isinstance(identities, str):
         raise TypeError("identities must be a list of strings, not a string")
     keys = [_parse_identity(i) for i in identities]
+    file_key: bytes | None
     if any(s.type == "scrypt" for s in header.stanzas):
         if len(header.stanzas) != 1:
             raise HeaderError("an scrypt stanza must be the only stanza")
@@ -452,6 +453,13 @@ def unwrap_file_key(header: Header, identities: Iterable[str] = (), *, passphras
     except InvalidSignature:
         raise HeaderError("header MAC mismatch: the header was altered") from None
     return file_key
+
+
+class Sink(Protocol):
+    """Where output goes: a file, a BytesIO, a blob writer... anything with a binary
+    write() that returns the count it took (or None, meaning all of it)."""
+
+    def write(self, data: memoryview | bytes, /) -> int | None: ...
 
 
 # --- input -----------------------------------------------------------------
@@ -698,6 +706,8 @@ def _open_stream(src: BinaryIO) -> tuple[_Source, bool]:
 
 
 def _parse_header(stream: _Source, armored: bool) -> Header:
+    size = 0
+
     def line() -> bytes:
         data = stream.readline(_MAX_HEADER_LINE)
         nonlocal size
@@ -708,7 +718,6 @@ def _parse_header(stream: _Source, armored: bool) -> Header:
             raise HeaderError("header too large")
         return data
 
-    size = 0
     first = line()
     if first != VERSION_LINE:
         if first.startswith(b"age-encryption.org/"):
@@ -876,7 +885,7 @@ class _PayloadReader:
         return ChunkError(f"chunk {counter} failed authentication: altered or out of order")
 
 
-def _write_all(dst: BinaryIO | _ArmorWriter, data: memoryview | bytes) -> None:
+def _write_all(dst: Sink, data: memoryview | bytes) -> None:
     view = memoryview(data)
     while view:
         n = dst.write(view)
@@ -905,7 +914,7 @@ class _Output:
 
     _POOL = 3
 
-    def __init__(self, dst: BinaryIO | _ArmorWriter, size: int, write_size: int) -> None:
+    def __init__(self, dst: Sink, size: int, write_size: int) -> None:
         self._dst = dst
         self._size = size
         self._write_size = write_size
@@ -971,7 +980,7 @@ class _Output:
 class _ArmorWriter:
     """Writes strict PEM armor: padded base64 at 64 columns between BEGIN/END lines."""
 
-    def __init__(self, dst: BinaryIO) -> None:
+    def __init__(self, dst: Sink) -> None:
         self._dst = dst
         self._tail = b""  # under 48 bytes, waiting to fill a line
         _write_all(dst, ARMOR_BEGIN + b"\n")
@@ -1002,7 +1011,7 @@ class EncryptingWriter(io.BufferedIOBase):
     dst is flushed but never closed.
     """
 
-    def __init__(self, dst: BinaryIO, header: bytes, file_key: bytes, armor: bool) -> None:
+    def __init__(self, dst: Sink, header: bytes, file_key: bytes, armor: bool) -> None:
         self._dst = dst
         self._armor = _ArmorWriter(dst) if armor else None
         sink = self._armor or dst
@@ -1136,7 +1145,7 @@ class DecryptingReader(io.RawIOBase):
 
 
 def open_encrypted(
-    dst: BinaryIO,
+    dst: Sink,
     recipients: Iterable[str] = (),
     *,
     passphrase: str | None = None,
@@ -1158,7 +1167,7 @@ def open_encrypted(
 
 def encrypt(
     src: BinaryIO,
-    dst: BinaryIO,
+    dst: Sink,
     recipients: Iterable[str] = (),
     *,
     passphrase: str | None = None,
@@ -1201,7 +1210,7 @@ def open_decrypted(
 
 
 def decrypt(
-    src: BinaryIO, dst: BinaryIO, identities: Iterable[str] = (), *, passphrase: str | None = None
+    src: BinaryIO, dst: Sink, identities: Iterable[str] = (), *, passphrase: str | None = None
 ) -> None:
     """Decrypts src (binary or armored) into dst.
 
@@ -1223,7 +1232,7 @@ def decrypt(
 
 def rewrite_header(
     src: BinaryIO,
-    dst: BinaryIO,
+    dst: Sink,
     identities: Iterable[str],
     recipients: Iterable[str],
     *,

@@ -12,7 +12,7 @@ normalised value under a key derived separately from the same master key.
 from __future__ import annotations
 
 import secrets
-from typing import Callable
+from collections.abc import Callable
 
 from flask import current_app
 from sqlalchemy import LargeBinary, String, TypeDecorator
@@ -101,15 +101,19 @@ class sealed:
             if self.index:
                 setattr(obj, self.index, None)
             return
+        if isinstance(value, bytes) != self.binary:
+            raise TypeError(f"{self.name} holds {'bytes' if self.binary else 'text'}")
         ring = keyring()
-        ct = ring.seal(value if self.binary else value.encode(), self._aad(obj), purpose=self.purpose)
+        ct = ring.seal(value if isinstance(value, bytes) else value.encode(), self._aad(obj), purpose=self.purpose)
         setattr(obj, self.column, ct)
         obj.__dict__[f"_plain_{self.name}"] = (ct, value)
-        if self.index:
+        if self.index and not isinstance(value, bytes):  # (binary values have no index)
             setattr(obj, self.index, ring.blind_index(self.normalise(value)))
 
     def lookup(self, model, value: str):
         """A WHERE clause matching ``value`` under any master key in use."""
+        if self.index is None:
+            raise TypeError(f"{self.name} has no blind index")
         return getattr(model, self.index).in_(keyring().blind_indexes(self.normalise(value)))
 
 

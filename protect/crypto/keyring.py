@@ -19,7 +19,7 @@ import os
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -56,7 +56,7 @@ class MasterKey:
     wrap_key: bytes
 
     @classmethod
-    def from_secret(cls, kid: str, secret: bytes) -> "MasterKey":
+    def from_secret(cls, kid: str, secret: bytes) -> MasterKey:
         if len(secret) != 32:
             raise KeyringError(f"master key {kid} must be 32 bytes")
         return cls(kid, _derive(secret, "columns"), _derive(secret, "blind-index"),
@@ -143,7 +143,7 @@ class Keyring:
 
 def new_kid() -> str:
     # Key files are ordered by name, so ids sort by creation time.
-    return "k" + datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S%f")
+    return "k" + datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
 
 
 def write_key_file(keys_dir: Path, kid: str | None = None) -> str:

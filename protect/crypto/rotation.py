@@ -8,16 +8,16 @@ no sealed value names it any more.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Row, bindparam, select
 
+from ..extensions import Session
 from .columns import aad_for, sealed_attributes
 from .keyring import Keyring
 
 
-def _batches(session: Session, model, column: str, batch: int) -> Iterator[list]:
+def _batches(session: Session, model, column: str, batch: int) -> Iterator[Sequence[Row]]:
     pk = model.id
     col = getattr(model, column)
     last = None

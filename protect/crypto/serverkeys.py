@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from sqlalchemy import String, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-from ..extensions import db
+from ..extensions import Model, Session
 from . import agefile
 from .columns import Ciphertext, RowId, sealed
 
 
-class ServerKey(RowId, db.Model):
+class ServerKey(RowId, Model):
     __tablename__ = "server_keys"
 
     purpose: Mapped[str] = mapped_column(String(32), unique=True)

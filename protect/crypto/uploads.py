@@ -13,8 +13,9 @@ ends (a failed form, an error, a client gone mid-upload) are aborted.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import cast
 
 from flask import Flask, Request, current_app, g, request
 from flask_babel import lazy_gettext as _l
@@ -141,6 +142,10 @@ class _WideReadsParser(FormDataParser):
         if not boundary:
             raise ValueError("Missing boundary")
         form, files = parser.parse(stream, boundary, content_length)
+        if None in form or None in files:
+            # A part with no usable name (Flask-WTF's token lookup fails on it): a
+            # malformed body, read as an empty form like the parser's other refusals.
+            raise ValueError("multipart part without a name")
         return stream, form, files
 
 
@@ -149,6 +154,8 @@ UPLOAD_READ = 1024 * 1024
 # Bodies of views that take no files are small forms; a large one is refused
 # before it is read rather than parsed into memory.
 FORM_BODY_LIMIT = 1024 * 1024
+# The multipart envelope around a file (boundaries, the CSRF token, the file name).
+ENVELOPE_BYTES = 64 * 1024
 
 
 class ProtectRequest(Request):
@@ -157,13 +164,16 @@ class ProtectRequest(Request):
     @property
     def max_content_length(self) -> int | None:
         limit = super().max_content_length
-        if getattr(self._view(), "upload_policy", None) is None:
+        policy: UploadPolicy | None = getattr(self._view(), "upload_policy", None)
+        if policy is None:
             return min(limit or FORM_BODY_LIMIT, FORM_BODY_LIMIT)
-        return limit
+        # A view taking one large file (a vault deposit) may go past the app-wide limit.
+        return max(limit or 0, policy.max_bytes() + ENVELOPE_BYTES)
 
     @max_content_length.setter
     def max_content_length(self, value: int | None) -> None:
-        Request.max_content_length.fset(self, value)
+        # mypy sees a property with a setter as an overloaded function, without fset.
+        Request.max_content_length.fset(self, value)  # type: ignore[attr-defined]
 
     def _view(self):
         return current_app.view_functions.get(self.endpoint) if self.endpoint else None
@@ -185,9 +195,13 @@ class ProtectRequest(Request):
 def uploaded(name: str) -> EncryptedUpload | None:
     """The encrypted upload of form field ``name``, if a file was sent."""
     storage = request.files.get(name)
-    if storage is None or not storage.filename and not storage.stream.size:
+    if storage is None:
         return None
-    return storage.stream
+    # Werkzeug types it IO[bytes]; ProtectRequest._get_file_stream made it.
+    upload = cast(EncryptedUpload, storage.stream)
+    if not storage.filename and not upload.size:
+        return None
+    return upload
 
 
 def _discard_uncommitted(_exc):

@@ -12,9 +12,9 @@ A deadline is returned as an aware UTC instant that is the first moment
 """
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Iterable
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -42,7 +42,7 @@ class Calendar:
     @staticmethod
     def end_of_day(day: date) -> datetime:
         """The first instant after ``day`` ends, local time, as UTC."""
-        return datetime.combine(day + timedelta(days=1), time(), TZ).astimezone(timezone.utc)
+        return datetime.combine(day + timedelta(days=1), time(), TZ).astimezone(UTC)
 
     def add_business_days(self, day: date, n: int) -> date:
         """The n-th business day after ``day`` (n >= 1)."""
@@ -68,7 +68,7 @@ class Calendar:
         if duration < 1:
             raise ValueError("duration must be at least 1")
         if unit == "hours":
-            return (start + timedelta(hours=duration)).astimezone(timezone.utc)
+            return (start + timedelta(hours=duration)).astimezone(UTC)
         first = self.local_date(start)
         if unit == "natural_days":
             return self.end_of_day(first + timedelta(days=duration))

@@ -7,10 +7,10 @@ from sqlalchemy import Date, ForeignKey, Index, Integer, String, Text, UniqueCon
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..crypto.columns import Ciphertext, RowId, sealed
-from ..extensions import UTCDateTime, db, utcnow
+from ..extensions import Model, UTCDateTime, utcnow
 
 
-class DeadlinePolicy(db.Model):
+class DeadlinePolicy(Model):
     """One version of the rule for one stage. Clocks keep the version they
     started under; a new version applies to clocks started on or after its
     effective date."""
@@ -35,7 +35,7 @@ class DeadlinePolicy(db.Model):
     __table_args__ = (UniqueConstraint("stage", "version", name="uq_deadline_policies_stage_version"),)
 
 
-class Closure(db.Model):
+class Closure(Model):
     """A day the operator's office is closed (counted like a holiday)."""
 
     __tablename__ = "closures"
@@ -45,7 +45,7 @@ class Closure(db.Model):
     created_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
 
 
-class Clock(RowId, db.Model):
+class Clock(RowId, Model):
     __tablename__ = "clocks"
 
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)

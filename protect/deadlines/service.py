@@ -12,15 +12,16 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from flask_babel import gettext, lazy_gettext as _l, ngettext
-from sqlalchemy import and_, case as sql_case, func, select, update
-from sqlalchemy.orm import Session
+from flask_babel import gettext, ngettext
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import Row, and_, func, select, update
+from sqlalchemy import case as sql_case
 
 from ..accounts.models import User
 from ..audit import service as audit
 from ..cases.models import Case, CaseEvent
 from ..errors import DomainError, PermissionDenied
-from ..extensions import utcnow
+from ..extensions import Session, utcnow
 from ..notify.service import notify_many
 from .calendar import TZ, UNITS, Calendar
 from .models import Clock, Closure, DeadlinePolicy
@@ -77,12 +78,13 @@ _START_RE = re.compile(r"^([a-z_]+)(?:\[([a-z_]+)=([a-z_]+)\])?$")
 
 
 def parse_start_events(text: str) -> list[tuple[str, str | None, str | None]]:
-    parsed = []
+    parsed: list[tuple[str, str | None, str | None]] = []
     for token in text.split():
         match = _START_RE.match(token)
         if not match:
             raise DomainError(_l("Start events are event names, each optionally narrowed like triaged[procedure=ordinary]."))
-        parsed.append(match.groups())
+        kind, key, value = match.groups()
+        parsed.append((kind, key, value))
     if not parsed:
         raise DomainError(_l("Name at least one start event."))
     return parsed
@@ -142,7 +144,7 @@ def rebuild_clocks(db: Session, *, limit: int | None = None) -> int:
     ids = db.execute(select(Case.id).where(Case.status != "draft", ~has_clock)
                      .order_by(Case.submitted_at).limit(limit)).scalars().all()
     for case_id in ids:
-        case = db.get(Case, case_id)
+        case = db.get_one(Case, case_id)
         for event in db.execute(select(CaseEvent).where(CaseEvent.case_id == case_id)
                                 .order_by(CaseEvent.at, CaseEvent.id)).scalars():
             on_event(db, case, event)
@@ -175,7 +177,7 @@ def pause(db: Session, actor: User, case: Case, clock: Clock, reason: str | None
 
 def resume(db: Session, actor: User, case: Case, clock: Clock) -> None:
     _may_manage(actor, case, clock)
-    if clock.state != "paused":
+    if clock.state != "paused" or clock.paused_at is None:
         raise DomainError(_l("This deadline is not paused."))
     now = utcnow()
     paused = now - clock.paused_at
@@ -215,7 +217,7 @@ class SweepResult:
     notifications: int = 0
 
 
-def _claim(db: Session, where, values: dict) -> list:
+def _claim(db: Session, where, values: dict) -> list[Row]:
     """UPDATE the clocks matching ``where`` and return the ones this call changed.
 
     The UPDATE re-checks its condition row by row, so of several sweeps
@@ -228,12 +230,14 @@ def _claim(db: Session, where, values: dict) -> list:
     # (SQLite lets one writer in at a time: the UPDATE's own condition is the whole claim.)
     # The case's assignee and reference come back with each row (correlated subqueries), so
     # no second query needs an IN list as long as the changes (drivers cap parameters at 65535).
-    of_case = lambda column: select(column).where(Case.id == Clock.case_id).correlate(Clock).scalar_subquery()
+    def of_case(column):
+        return select(column).where(Case.id == Clock.case_id).correlate(Clock).scalar_subquery()
+
     statement = (update(Clock).where(where).values(**values)
                  .returning(Clock.id, Clock.case_id, Clock.stage, Clock.state,
                             of_case(Case.assignee_id).label("assignee_id"),
                             of_case(Case.reference).label("reference")))
-    return db.execute(statement, execution_options={"synchronize_session": False}).all()
+    return list(db.execute(statement, execution_options={"synchronize_session": False}).all())
 
 
 def sweep(db: Session, now: datetime | None = None, *, escalate_after: timedelta = timedelta(hours=1)) -> SweepResult:
@@ -314,7 +318,7 @@ def time_left(clock: Clock, now: datetime | None = None) -> str:
     now = now or utcnow()
     if clock.state in ("met", "met_late", "cancelled"):
         return str(STATES[clock.state])
-    reference = clock.paused_at if clock.state == "paused" else now
+    reference = clock.paused_at if clock.state == "paused" and clock.paused_at is not None else now
     delta = clock.due_at - reference
     text = _span(abs(delta))
     if delta.total_seconds() >= 0:

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from ..extensions import db
 from ..notify import mail
 from ..vault import service as vaults
+from ..vault import webhooks
 from . import service
 
 log = logging.getLogger(__name__)
@@ -68,11 +69,12 @@ def _refresh_statistics() -> None:
 
 
 def run_once(settings, *, collect_garbage: bool = False) -> None:
-    """Deadlines, then vaults, then (when asked) blob garbage, then the outbox's
-    due e-mail; each in its own transaction, failing alone; in an app context."""
+    """Deadlines, then vaults and their webhooks, then (when asked) blob garbage, then
+    the outbox's due e-mail; each in its own transaction, failing alone; in an app context."""
     jobs = [("deadline sweep", lambda: service.sweep(
                 db.session, escalate_after=timedelta(minutes=settings.escalate_after_minutes))),
-            ("vault sweep", lambda: vaults.sweep(db.session))]
+            ("vault sweep", lambda: vaults.sweep(db.session)),
+            ("vault webhooks", lambda: webhooks.deliver(db.session))]
     if collect_garbage:
         jobs.append(("blob garbage collection", lambda: vaults.collect_garbage(db.session)))
         jobs.append(("planner statistics", _refresh_statistics))
@@ -81,7 +83,8 @@ def run_once(settings, *, collect_garbage: bool = False) -> None:
     for name, job in jobs:
         try:
             result = job()
-            counts = dataclasses.asdict(result).values() if dataclasses.is_dataclass(result) else [result]
+            counts = (dataclasses.asdict(result).values()
+                      if dataclasses.is_dataclass(result) and not isinstance(result, type) else [result])
             if any(counts):  # quiet when nothing happened
                 log.info("%s: %s", name, result)
         except Exception:

@@ -2,11 +2,19 @@
 from __future__ import annotations
 
 import json
+from typing import Literal, overload
 
 from sqlalchemy import JSON, Integer, Table, bindparam, text
-from sqlalchemy.orm import Session
+
+from ..extensions import Session, rowcount
 
 
+@overload
+def insert_new(db: Session, table: Table, rows: list[dict], constants: dict | None = None, *,
+               keys: Literal[True] = ...) -> list[str]: ...
+@overload
+def insert_new(db: Session, table: Table, rows: list[dict], constants: dict | None = None, *,
+               keys: Literal[False]) -> int: ...
 def insert_new(db: Session, table: Table, rows: list[dict], constants: dict | None = None, *,
                keys: bool = True) -> list[str] | int:
     """INSERT ``rows`` into ``table``, skipping those whose ``key`` exists; returns the new
@@ -22,10 +30,12 @@ def insert_new(db: Session, table: Table, rows: list[dict], constants: dict | No
         return [] if keys else 0
     names = list(rows[0])
     constants = constants or {}
-    assert all(name in table.c for name in names + list(constants)), "unknown column"
+    unknown = [name for name in names + list(constants) if name not in table.c]
+    if unknown:  # the names go into the SQL text: only the table's own columns may
+        raise ValueError(f"unknown columns for {table.name}: {unknown}")
     postgres = db.get_bind().dialect.name == "postgresql"
     if postgres:
-        source = (f"FROM json_to_recordset(CAST(:rows AS json)) AS r("
+        source = ("FROM json_to_recordset(CAST(:rows AS json)) AS r("
                   + ", ".join(f'"{name}" {_pg_type(table.c[name])}' for name in names) + ")")
         picked = [f'r."{name}"' for name in names]
     else:
@@ -39,7 +49,7 @@ def insert_new(db: Session, table: Table, rows: list[dict], constants: dict | No
     ).bindparams(bindparam("rows", json.dumps(rows, separators=(",", ":"))),
                  *[bindparam(c, v, type_=table.c[c].type) for c, v in constants.items()])
     result = db.execute(statement)
-    return list(result.scalars()) if keys else result.rowcount
+    return list(result.scalars()) if keys else rowcount(result)
 
 
 def _pg_type(column) -> str:

@@ -5,10 +5,10 @@ from datetime import datetime
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..extensions import UTCDateTime, db, utcnow
+from ..extensions import Model, UTCDateTime, utcnow
 
 
-class Notification(db.Model):
+class Notification(Model):
     """An in-app notice to one person. ``key`` is unique, so whatever writes
     notifications (the sweep above all) can run again without doubling any."""
 
@@ -28,7 +28,7 @@ class Notification(db.Model):
 OUTBOX_STATES = ("pending", "sending", "sent", "failed")
 
 
-class OutboxEmail(db.Model):
+class OutboxEmail(Model):
     """An e-mail waiting to be sent (the transactional outbox).
 
     Written in the transaction that writes its notification (same ``key``),

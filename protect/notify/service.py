@@ -1,10 +1,11 @@
 """Notifications: written idempotently, read by their owner."""
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from typing import cast
 
-from ..extensions import utcnow
+from sqlalchemy import Table, func, select, update
+
+from ..extensions import Session, utcnow
 from . import mail
 from .bulk import insert_new
 from .models import Notification
@@ -22,9 +23,10 @@ def notify_many(db: Session, rows: list[dict]) -> int:
     now = utcnow()
     values = [{"key": row["key"], "user_id": row["user_id"], "kind": row["kind"],
                "case_id": row.get("case_id"), "data": row.get("data") or {}} for row in rows]
+    table = cast(Table, Notification.__table__)
     if not mail.enabled():
-        return insert_new(db, Notification.__table__, values, {"created_at": now}, keys=False)
-    new = set(insert_new(db, Notification.__table__, values, {"created_at": now}))
+        return insert_new(db, table, values, {"created_at": now}, keys=False)
+    new = set(insert_new(db, table, values, {"created_at": now}))
     if new:
         mail.enqueue(db, [row for row in values if row["key"] in new], now)
     return len(new)

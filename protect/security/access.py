@@ -8,7 +8,7 @@ Object-level rules (whose case, whose vault) live in each domain's service.
 from __future__ import annotations
 
 import logging
-from enum import Enum
+from enum import StrEnum
 
 from flask import Flask, abort, current_app, has_app_context, redirect, request, url_for
 from flask_login import current_user
@@ -16,9 +16,9 @@ from flask_login import current_user
 log = logging.getLogger(__name__)
 
 
-class Who(str, Enum):
+class Who(StrEnum):
     PUBLIC = "public"          # anyone, signed in or not
-    PASSWORD_OK = "password"   # between password and second factor; the view checks
+    PASSWORD_OK = "password"   # noqa: S105  (between password and second factor; the view checks)
     SIGNED_IN = "signed-in"    # any role
 
 
@@ -74,6 +74,59 @@ POLICY: dict[str, Who | frozenset[str]] = {
     "notify.index": Who.SIGNED_IN,
     "reports.index": frozenset({D, S}),
     "vault.index": frozenset({J}),
+    # Vault release pages: recipients have no account. The link's token (then the
+    # session marker it is traded for) is checked in protect/vault/release.py.
+    "release.open_link": Who.PUBLIC,
+    "release.page": Who.PUBLIC,
+    "release.download_file": Who.PUBLIC,
+    "release.manifest": Who.PUBLIC,
+    "release.download_zip": Who.PUBLIC,
+    # Operations (issue 8): probes for load balancers; no personal data, no session needed.
+    "ops.healthz": Who.PUBLIC,
+    "ops.readyz": Who.PUBLIC,
+    # The dead-man's vault, journalist's side (issue 6; vault.index above): the owner's
+    # pages; a co-depositor gets vault.add and the two deposit forms. Object-level
+    # rules (owner, co-depositor, 404 for anyone else) in vault.service.
+    "vault.new": frozenset({J}),
+    "vault.vault": frozenset({J}),
+    "vault.add": frozenset({J}),
+    "vault.add_file": frozenset({J}),
+    "vault.add_note": frozenset({J}),
+    "vault.delete_deposit": frozenset({J}),
+    "vault.cancel_deposit_deletion": frozenset({J}),
+    "vault.arm": frozenset({J}),
+    "vault.pause": frozenset({J}),
+    "vault.disarm": frozenset({J}),
+    "vault.check_in": frozenset({J}),
+    "vault.refuse_release": frozenset({J}),
+    "vault.settings": frozenset({J}),
+    "vault.rename": frozenset({J}),
+    "vault.webhook": frozenset({J}),
+    "vault.pins": frozenset({J}),
+    "vault.duress_action": frozenset({J}),
+    "vault.recipients": frozenset({J}),
+    "vault.remove_recipient": frozenset({J}),
+    "vault.codepositors": frozenset({J}),
+    "vault.remove_codepositor": frozenset({J}),
+    "vault.delete": frozenset({J}),
+    "vault.cancel_deletion": frozenset({J}),
+    "vault.timeline": frozenset({J}),
+    # The vault, staff's side: codes, states and times, never contents. Which
+    # journalists (assigned caseworker, any supervisor) is in vault.service.
+    "vault_staff.index": frozenset({C, S}),
+    "vault_staff.journalist": frozenset({C, S}),
+    "vault_staff.confirm_welfare": frozenset({C, S}),
+    "vault_staff.request_release": frozenset({C}),
+    "vault_staff.report_incident": frozenset({S}),
+    "vault_staff.incidents": frozenset({S}),
+    "vault_staff.confirm_incident": frozenset({S}),
+    # Donor delay reports (issue 7; reports.index above): the report and its PDF, CSV and
+    # JSON copies for donors (suppressed, within their scope) and supervisors (whole);
+    # the cases behind a figure for supervisors only (checked again in reports.service).
+    "reports.report_pdf": frozenset({D, S}),
+    "reports.table_csv": frozenset({D, S}),
+    "reports.report_json": frozenset({D, S}),
+    "reports.cases": frozenset({S}),
 }
 
 HOME = {

@@ -13,7 +13,9 @@ def _secure_headers(response):
     h = response.headers
     h.setdefault("Content-Security-Policy", CSP)
     h["X-Content-Type-Options"] = "nosniff"
-    h["Referrer-Policy"] = "no-referrer"
+    # Never to another site; within it, because Flask-WTF's CSRF check over https
+    # requires a same-origin Referer on every POST.
+    h["Referrer-Policy"] = "same-origin"
     h["Permissions-Policy"] = PERMISSIONS
     h["X-Frame-Options"] = "DENY"
     h["Cross-Origin-Opener-Policy"] = "same-origin"

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import (JSON, Boolean, ForeignKey, Index, Integer, LargeBinary, String,
-                        UniqueConstraint)
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..crypto.columns import Ciphertext, RowId, sealed
-from ..extensions import UTCDateTime, db, utcnow
+from ..extensions import Model, UTCDateTime, utcnow
 
 STATES = ("draft", "armed", "reminded", "grace", "welfare_hold", "pending_release", "released",
           "paused", "disarmed")
@@ -26,7 +25,7 @@ RELEASE_CAUSES = ("missed_checkin", "duress", "incident", "request")
 INCIDENT_KINDS = ("disappearance", "killing", "detention")
 
 
-class Vault(RowId, db.Model):
+class Vault(RowId, Model):
     __tablename__ = "vaults"
 
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
@@ -84,7 +83,7 @@ class Vault(RowId, db.Model):
     release_reason = sealed("release_reason_ct")
     webhook_url = sealed("webhook_url_ct")
 
-    recipients: Mapped[list["Recipient"]] = relationship(
+    recipients: Mapped[list[Recipient]] = relationship(
         back_populates="vault", order_by="Recipient.created_at", cascade="all, delete-orphan",
         passive_deletes=True)
 
@@ -96,7 +95,7 @@ class Vault(RowId, db.Model):
     )
 
 
-class Recipient(RowId, db.Model):
+class Recipient(RowId, Model):
     __tablename__ = "vault_recipients"
 
     vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"), index=True)
@@ -115,7 +114,7 @@ class Recipient(RowId, db.Model):
     vault: Mapped[Vault] = relationship(back_populates="recipients")
 
 
-class CoDepositor(db.Model):
+class CoDepositor(Model):
     """Another journalist who may add deposits: never read, list names or delete."""
 
     __tablename__ = "vault_codepositors"
@@ -128,7 +127,7 @@ class CoDepositor(db.Model):
     __table_args__ = (UniqueConstraint("vault_id", "user_id", name="uq_vault_codepositors_vault_user"),)
 
 
-class Deposit(RowId, db.Model):
+class Deposit(RowId, Model):
     """One age file in the blob store. After deletion the row stays as a
     tombstone: no blob, no name."""
 
@@ -140,7 +139,7 @@ class Deposit(RowId, db.Model):
     # The file name as a small age file for the deposit's recipients (the
     # only copy of the name in a recipients-only vault).
     name_age: Mapped[bytes | None] = mapped_column(LargeBinary)
-    size: Mapped[int] = mapped_column(Integer, default=0)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
     blob_id: Mapped[str | None] = mapped_column(String(32), unique=True)
     created_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -152,7 +151,7 @@ class Deposit(RowId, db.Model):
     __table_args__ = (Index("ix_vault_deposits_delete_after", "delete_after"),)
 
 
-class VaultEvent(db.Model):
+class VaultEvent(Model):
     """The vault's timeline (codes only). ``concealed`` events are left out of
     what the owner sees (a duress-started release must not show)."""
 
@@ -167,7 +166,7 @@ class VaultEvent(db.Model):
     data: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
-class PinFailure(db.Model):
+class PinFailure(Model):
     """A wrong PIN; recent ones throttle the vault's PIN checks."""
 
     __tablename__ = "vault_pin_failures"
@@ -179,7 +178,7 @@ class PinFailure(db.Model):
     __table_args__ = (Index("ix_vault_pin_failures_vault_at", "vault_id", "at"),)
 
 
-class VaultIncident(RowId, db.Model):
+class VaultIncident(RowId, Model):
     """An incident one supervisor reports and a different one confirms."""
 
     __tablename__ = "vault_incidents"
@@ -198,7 +197,7 @@ class VaultIncident(RowId, db.Model):
     confirm_reason = sealed("confirm_reason_ct")
 
 
-class Release(RowId, db.Model):
+class Release(RowId, Model):
     """One recipient's access to a released vault. The link token is made
     when the notice is sent (so it lives only in that e-mail); only its
     SHA-256 is kept."""
@@ -216,7 +215,7 @@ class Release(RowId, db.Model):
     __table_args__ = (UniqueConstraint("vault_id", "recipient_id", name="uq_vault_releases_vault_recipient"),)
 
 
-class ReleaseDownload(db.Model):
+class ReleaseDownload(Model):
     """How many times one recipient downloaded one deposit of a released vault."""
 
     __tablename__ = "vault_release_downloads"
@@ -230,7 +229,7 @@ class ReleaseDownload(db.Model):
     __table_args__ = (UniqueConstraint("release_id", "deposit_id", name="uq_vault_release_downloads_release_deposit"),)
 
 
-class WebhookMessage(db.Model):
+class WebhookMessage(Model):
     """A reminder posted to the vault's messaging bridge (an outbox like the
     e-mail one). The URL is opened from the vault at send time; the payload
     holds codes and times only."""
@@ -252,7 +251,7 @@ class WebhookMessage(db.Model):
     __table_args__ = (Index("ix_vault_webhook_outbox_state_next", "state", "next_attempt_at"),)
 
 
-class OrphanBlob(db.Model):
+class OrphanBlob(Model):
     """A blob no row named when the collector last looked; deleted once it
     has been an orphan for an hour (an upload commits its blob before its row)."""
 

@@ -35,31 +35,48 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import ipaddress
 import logging
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal, cast, overload
+from urllib.parse import urlsplit
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import bindparam, delete, event, func, select, update
+from sqlalchemy import ColumnElement, Row, Table, bindparam, case, delete, event, func, select, true, update
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from ..accounts.models import User
+from ..accounts.service import find_by_email
 from ..audit import service as audit
 from ..cases.codes import OPEN_STATUSES
 from ..cases.models import Case
 from ..crypto import agefile
 from ..crypto.blobs import BlobError, BlobStore
 from ..errors import DomainError, NotFound, PermissionDenied
-from ..extensions import utcnow
+from ..extensions import Session, rowcount, utcnow
 from ..notify.service import notify_many
 from ..security.passwords import hash_password, verify_password
-from .models import (AFTER_GRACE, DURESS_ACTIONS, INCIDENT_KINDS, CoDepositor, Deposit, OrphanBlob,
-                     PinFailure, Recipient, Release, Vault, VaultEvent, VaultIncident)
+from . import webhooks
+from .models import (
+    AFTER_GRACE,
+    DURESS_ACTIONS,
+    INCIDENT_KINDS,
+    CoDepositor,
+    Deposit,
+    OrphanBlob,
+    PinFailure,
+    Recipient,
+    Release,
+    Vault,
+    VaultEvent,
+    VaultIncident,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +105,9 @@ BOUNDS = {
     "deletion_delay_hours": (24, 30 * 24),
 }
 MAX_REMINDERS = 5
+DOWNLOADS_PER_FILE = (1, 10)
+RECIPIENT_LANGUAGES = ("es", "en")
+WEBHOOK_URL_MAX = 500
 
 SHOWN_STATES = {
     "draft": _l("Draft"),
@@ -149,6 +169,7 @@ class Schedule:
     duress_action: str = "alert"
     coerced_deletion_protection: bool = False
     deletion_delay_hours: int = 72
+    downloads_per_file: int = 1
 
     def validate(self) -> None:
         messages = {
@@ -169,13 +190,18 @@ class Schedule:
                        for h in hours)):
             raise DomainError(_l("Reminders are up to %(n)d different numbers of hours before the "
                                  "check-in is due, each shorter than the interval.", n=MAX_REMINDERS))
+        low, high = DOWNLOADS_PER_FILE
+        if (not isinstance(self.downloads_per_file, int) or isinstance(self.downloads_per_file, bool)
+                or not low <= self.downloads_per_file <= high):
+            raise DomainError(_l("Each recipient may download each file %(low)d to %(high)d times.",
+                                 low=low, high=high))
         if self.after_grace not in AFTER_GRACE:
             raise DomainError(_l("Choose what happens after the grace period."))
         if self.duress_action not in DURESS_ACTIONS:
             raise DomainError(_l("Choose what the duress PIN does."))
 
     @classmethod
-    def of(cls, vault: Vault) -> "Schedule":
+    def of(cls, vault: Vault) -> Schedule:
         return cls(**{name: getattr(vault, name) for name in cls.__dataclass_fields__
                       if name != "reminder_hours"}, reminder_hours=tuple(vault.reminder_hours or ()))
 
@@ -222,6 +248,10 @@ def _stamp(at: datetime | None, micro: bool = False) -> str:
     return at.strftime("%Y%m%dT%H%M%S%f" if micro else "%Y%m%dT%H%M%S")
 
 
+@overload
+def _text(value: str | None, message, *, limit: int, required: Literal[True] = ...) -> str: ...
+@overload
+def _text(value: str | None, message, *, limit: int, required: bool) -> str | None: ...
 def _text(value: str | None, message, *, limit: int, required: bool = True) -> str | None:
     value = (value or "").strip()
     if (required and not value) or len(value) > limit:
@@ -301,14 +331,14 @@ def _delete_blobs(items, on: str) -> None:
                 log.warning("could not delete blob %s: %s", blob_id, type(exc).__name__)
 
 
-@event.listens_for(Session, "after_commit")
+@event.listens_for(OrmSession, "after_commit")
 def _blobs_after_commit(session):
     items = session.info.pop(_BLOB_KEY, None)
     if items:
         _delete_blobs(items, "commit")
 
 
-@event.listens_for(Session, "after_transaction_end")
+@event.listens_for(OrmSession, "after_transaction_end")
 def _blobs_after_rollback(session, transaction):
     if transaction.parent is None and transaction.nested is False:
         items = session.info.pop(_BLOB_KEY, None)  # still here: the transaction did not commit
@@ -329,7 +359,7 @@ def assigned_caseworkers(db: Session, journalist_ids) -> dict[str, str | None]:
                                  Case.status.in_(OPEN_STATUSES), User.active)
                           .order_by(Case.petitioner_id, Case.created_at.desc())).all()
         for journalist, assignee in rows:
-            if found.get(journalist) is None:
+            if journalist is not None and found.get(journalist) is None:
                 found[journalist] = assignee
     return found
 
@@ -348,7 +378,7 @@ class _Staff:
 
     def __init__(self, db: Session, journalist_ids):
         self.caseworkers = assigned_caseworkers(db, journalist_ids)
-        self._supervisors = None
+        self._supervisors: list[str] | None = None
         self.db = db
 
     def __call__(self, journalist_id: str) -> list[str]:
@@ -413,12 +443,84 @@ def _require_owner(user, vault: Vault) -> None:
 def staff_vaults(db: Session, actor: User, journalist: User) -> list[tuple[str, str, datetime | None]]:
     """(id, real state, next due) of a journalist's vaults, for a supervisor or their
     caseworker: no title, no deposit, nothing to read."""
-    if not (actor.role == "supervisor" or (
-            actor.role == "caseworker" and assigned_caseworker(db, journalist.id) == actor.id)):
+    rows, _total = staff_overview(db, actor, journalist=journalist, per_page=None)
+    return [(row.id, row.state, row.next_due_at) for row in rows]
+
+
+@dataclass(frozen=True)
+class StaffVault:
+    """A vault as staff see it: codes, the real state and its times; nothing to read."""
+
+    id: str
+    journalist_id: str
+    reference: str | None  # of the journalist's most recent open case
+    case_id: str | None
+    state: str
+    release_cause: str | None
+    next_due_at: datetime | None
+    grace_until: datetime | None
+    hold_until: datetime | None
+    release_after: datetime | None
+
+
+# Vaults needing someone first: a welfare check, a missed check-in, a release under way.
+_ATTENTION = {"welfare_hold": 0, "grace": 1, "pending_release": 2, "reminded": 3}
+
+
+def _latest_open_case(column, journalist=Vault.owner_id, *, active_assignee: bool = False):
+    """``column`` of the most recent open case of ``journalist`` (a column of the
+    outer query: a correlated subquery)."""
+    query = select(column).where(Case.petitioner_id == journalist, Case.status.in_(OPEN_STATUSES))
+    if active_assignee:  # as assigned_caseworkers: the latest case with an active assignee
+        query = query.join(User, User.id == Case.assignee_id).where(User.active)
+    return query.order_by(Case.created_at.desc()).limit(1).correlate(journalist.class_).scalar_subquery()
+
+
+def staff_overview(db: Session, actor: User, *, journalist: User | None = None, page: int = 1,
+                   per_page: int | None = 50) -> tuple[list[StaffVault], int]:
+    """The vaults a supervisor (all) or a caseworker (their journalists') may
+    watch, those needing attention first; one journalist's with ``journalist``.
+    Returns (one page of rows, how many in all)."""
+    where: ColumnElement[bool]
+    if actor.role == "supervisor":
+        where = true()
+    elif actor.role == "caseworker":
+        where = _latest_open_case(Case.assignee_id, active_assignee=True) == actor.id
+    else:
         raise PermissionDenied(_l("You cannot see this journalist's vaults."))
-    return [tuple(row) for row in db.execute(
-        select(Vault.id, Vault.state, Vault.next_due_at).where(Vault.owner_id == journalist.id)
-        .order_by(Vault.created_at))]
+    if journalist is not None:
+        if not (actor.role == "supervisor" or assigned_caseworker(db, journalist.id) == actor.id):
+            raise PermissionDenied(_l("You cannot see this journalist's vaults."))
+        where = Vault.owner_id == journalist.id
+    total = db.execute(select(func.count()).select_from(Vault).where(where)).scalar_one()
+    query = (select(Vault.id, Vault.owner_id, _latest_open_case(Case.reference), _latest_open_case(Case.id),
+                    Vault.state, Vault.release_cause, Vault.next_due_at, Vault.grace_until, Vault.hold_until,
+                    Vault.release_after)
+             .where(where)
+             .order_by(case(_ATTENTION, value=Vault.state, else_=len(_ATTENTION)),
+                       Vault.next_due_at.is_(None), Vault.next_due_at, Vault.created_at, Vault.id))
+    if per_page is not None:
+        query = query.limit(per_page).offset((max(page, 1) - 1) * per_page)
+    return [StaffVault(*row) for row in db.execute(query)], total
+
+
+def staff_journalist(db: Session, actor: User, journalist_id: str) -> User:
+    """A journalist whose vaults ``actor`` may watch; NotFound otherwise (no probing)."""
+    journalist = db.get(User, journalist_id) if _valid_id(journalist_id) else None
+    if journalist is None or journalist.role != "journalist" or not (
+            actor.role == "supervisor"
+            or (actor.role == "caseworker" and assigned_caseworker(db, journalist.id) == actor.id)):
+        raise NotFound(_l("No such journalist."))
+    return journalist
+
+
+def staff_vault(db: Session, actor: User, vault_id: str) -> Vault:
+    """A vault for a supervisor or its owner's caseworker to act on (not to read)."""
+    vault = db.get(Vault, vault_id) if _valid_id(vault_id) else None
+    if vault is None:
+        raise NotFound(_l("No such vault."))
+    staff_journalist(db, actor, vault.owner_id)
+    return vault
 
 
 # -- what the owner is shown -------------------------------------------------
@@ -429,7 +531,8 @@ def concealed(vault: Vault) -> bool:
 
 
 def shown_state(vault: Vault) -> str:
-    return vault.cover_state if concealed(vault) else vault.state
+    cover = vault.cover_state
+    return cover if cover is not None and concealed(vault) else vault.state
 
 
 def owner_view(vault: Vault) -> OwnerView:
@@ -440,7 +543,8 @@ def owner_view(vault: Vault) -> OwnerView:
         grace_until=vault.grace_until if state in ("grace", "welfare_hold") else None,
         paused_until=vault.paused_until if state == "paused" else None,
         last_checkin_at=vault.last_checkin_at,
-        release_after=vault.release_after if state == "pending_release" else None,
+        release_after=vault.release_after if state == "pending_release" and (
+            vault.release_cause == "request" or concealed(vault)) else None,
         delete_after=vault.delete_after)
 
 
@@ -501,7 +605,50 @@ def update_settings(db: Session, owner: User, vault: Vault, schedule: Schedule) 
     _event(db, vault.id, "settings_changed", actor=owner)
     _audit(db, "settings_changed", vault.id, owner, interval_hours=vault.interval_hours,
            after_grace=vault.after_grace, duress_action=vault.duress_action,
-           coerced_deletion_protection=vault.coerced_deletion_protection)
+           coerced_deletion_protection=vault.coerced_deletion_protection,
+           downloads_per_file=vault.downloads_per_file)
+    _flush(db)
+
+
+def _loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def valid_webhook_url(url: str | None) -> str | None:
+    """A messaging bridge's address: https (plain http only to this machine, outside
+    production), no user or password in it; None when empty (no webhook)."""
+    url = (url or "").strip()
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError:
+        parts = None
+    local = current_app.extensions["protect.settings"].env in ("development", "test")
+    if (parts is None or len(url) > WEBHOOK_URL_MAX or not url.isprintable() or " " in url
+            or not parts.hostname or parts.username is not None or parts.password is not None
+            or not (parts.scheme == "https" or (parts.scheme == "http" and local and _loopback(parts.hostname)))):
+        raise DomainError(_l("Give the messaging bridge's full address, starting with https:// "
+                             "(up to %(n)d characters).", n=WEBHOOK_URL_MAX))
+    return url
+
+
+@_guarded
+def set_webhook(db: Session, owner: User, vault: Vault, url: str | None) -> None:
+    """Set (or, empty, remove) the messaging bridge the owner's notices are also posted to."""
+    _require_owner(owner, vault)
+    url = valid_webhook_url(url)
+    vault.webhook_url = url
+    _touch(vault)
+    kind = "webhook_set" if url else "webhook_removed"
+    _event(db, vault.id, kind, actor=owner)
+    _audit(db, kind, vault.id, owner)
     _flush(db)
 
 
@@ -564,17 +711,23 @@ def release_identity(vault: Vault) -> str | None:
 
 @_guarded
 def add_recipient(db: Session, owner: User, vault: Vault, *, name: str, email: str,
-                  age_recipient: str | None = None, access_code: str | None = None) -> Recipient:
+                  age_recipient: str | None = None, access_code: str | None = None,
+                  language: str = "es") -> Recipient:
     """Add a recipient. With a key, existing deposits are re-wrapped for it
     (their headers rewritten, payloads copied unchanged) — or, in a
-    recipients-only vault holding deposits, refused: the server cannot."""
+    recipients-only vault holding deposits, refused: the server cannot.
+    ``language`` is that of their release e-mail and pages (they have no account).
+    During a concealed release the owner's page must go on looking normal: the
+    recipient is kept, but nothing already deposited is re-wrapped for them."""
     _require_owner(owner, vault)
-    if vault.state == "released":
+    if shown_state(vault) == "released":
         raise DomainError(_l("This vault was released; its recipients can no longer change."))
     name = _text(name, _l("Give the recipient's name (up to 200 characters)."), limit=200)
     email = _text(email, _l("Give the recipient's e-mail address."), limit=254)
     if not EMAIL_RE.fullmatch(email):
         raise DomainError(_l("Give the recipient's e-mail address."))
+    if language not in RECIPIENT_LANGUAGES:
+        raise DomainError(_l("Choose the language of the recipient's e-mail."))
     key = (age_recipient or "").strip() or None
     if key is not None:
         if key.upper().startswith("AGE-SECRET-KEY-"):
@@ -596,12 +749,12 @@ def add_recipient(db: Session, owner: User, vault: Vault, *, name: str, email: s
         raise DomainError(_l("An access code has %(min)d to %(max)d characters.",
                              min=ACCESS_CODE_MIN, max=ACCESS_CODE_MAX))
     _lock(db, vault)
-    deposits = _live_deposits(db, vault) if key is not None else []
+    deposits = _live_deposits(db, vault) if key is not None and not concealed(vault) else []
     if deposits and vault.recipients_only:
         raise DomainError(_l("This vault is recipients-only, so the server cannot re-encrypt what is "
                              "already inside for a new recipient. Delete the deposits, add the "
                              "recipient, then deposit the files again."))
-    recipient = Recipient(vault_id=vault.id, age_recipient=key, created_at=utcnow())
+    recipient = Recipient(vault_id=vault.id, age_recipient=key, language=language, created_at=utcnow())
     recipient.name = name
     recipient.email = email
     recipient.access_code_hash = hash_password(code) if code is not None else None
@@ -614,6 +767,13 @@ def add_recipient(db: Session, owner: User, vault: Vault, *, name: str, email: s
            rewrapped=len(deposits))
     _flush(db)
     return recipient
+
+
+def recipient_of(vault: Vault, recipient_id: str) -> Recipient:
+    for recipient in vault.recipients:
+        if recipient.id == recipient_id:
+            return recipient
+    raise NotFound(_l("No such recipient."))
 
 
 @_guarded
@@ -641,19 +801,25 @@ def remove_recipient(db: Session, owner: User, vault: Vault, recipient: Recipien
 
 def _rewrap(db: Session, vault: Vault, deposits: list[Deposit], recipients: list[str]) -> None:
     """New headers for ``recipients`` on every deposit; payload bytes copied as they are."""
-    identity = [release_identity(vault)]
+    secret = release_identity(vault)
+    if secret is None:  # (callers refuse recipients-only vaults: the server cannot re-wrap)
+        raise ValueError("a recipients-only vault cannot be re-wrapped")
+    identity = [secret]
     store = blob_store()
     for deposit in deposits:
+        old_blob = deposit.blob_id
+        if old_blob is None:  # (a tombstone: nothing left to re-wrap)
+            continue
         writer = store.writer()
         try:
-            with store.open(deposit.blob_id) as src:
+            with store.open(old_blob) as src:
                 agefile.rewrite_header(src, writer, identity, recipients)
             writer.commit()
         except BaseException:
             writer.abort()
             raise
         _delete_blob_later(db, writer.blob_id, on="rollback")
-        _delete_blob_later(db, deposit.blob_id, on="commit")
+        _delete_blob_later(db, old_blob, on="commit")
         deposit.blob_id = writer.blob_id
         if deposit.name_age is not None:
             out = io.BytesIO()
@@ -678,12 +844,33 @@ def add_codepositor(db: Session, owner: User, vault: Vault, user: User) -> CoDep
 @_guarded
 def remove_codepositor(db: Session, owner: User, vault: Vault, user_id: str) -> None:
     _require_owner(owner, vault)
-    gone = db.execute(delete(CoDepositor).where(CoDepositor.vault_id == vault.id,
-                                                CoDepositor.user_id == user_id)).rowcount
+    gone = rowcount(db.execute(delete(CoDepositor).where(CoDepositor.vault_id == vault.id,
+                                                         CoDepositor.user_id == user_id)))
     if not gone:
         raise NotFound(_l("No such co-depositor."))
     _event(db, vault.id, "codepositor_removed", actor=owner, user=user_id)
     _audit(db, "codepositor_removed", vault.id, owner, user=user_id)
+
+
+def invite_codepositor(db: Session, owner: User, vault: Vault, email: str) -> None:
+    """Make the journalist account with this e-mail a co-depositor. Whether the
+    e-mail names an account is not told: one that names no other active
+    journalist (or one already invited) changes nothing and raises nothing."""
+    _require_owner(owner, vault)
+    email = _text(email, _l("Give the e-mail address of their account."), limit=254)
+    user = find_by_email(db, email)
+    if (user is None or user.role != "journalist" or not user.active or user.id == owner.id
+            or is_codepositor(db, user, vault)):
+        return
+    add_codepositor(db, owner, vault, user)
+
+
+def codepositors(db: Session, owner: User, vault: Vault) -> list[tuple[User, datetime]]:
+    """(account, invited at) of each co-depositor, for the owner."""
+    _require_owner(owner, vault)
+    return [(user, at) for user, at in db.execute(
+        select(User, CoDepositor.created_at).join(CoDepositor, CoDepositor.user_id == User.id)
+        .where(CoDepositor.vault_id == vault.id).order_by(CoDepositor.created_at))]
 
 
 # -- deposits ---------------------------------------------------------------
@@ -692,7 +879,7 @@ def _may_deposit(db: Session, actor: User, vault: Vault) -> None:
     if actor is None or actor.role != "journalist" or not (
             is_owner(actor, vault) or is_codepositor(db, actor, vault)):
         raise NotFound(_l("No such vault."))
-    if vault.state == "released":
+    if shown_state(vault) == "released":  # a concealed release takes deposits as if armed
         raise DomainError(_l("This vault was released; nothing more can be added."))
 
 
@@ -791,6 +978,14 @@ def add_note(db: Session, actor: User, vault: Vault, text: str) -> Deposit:
     return deposit
 
 
+def deposit_of(db: Session, vault: Vault, deposit_id: str) -> Deposit:
+    """A live deposit of ``vault``; NotFound otherwise."""
+    deposit = db.get(Deposit, deposit_id) if _valid_id(deposit_id) else None
+    if deposit is None or deposit.vault_id != vault.id or deposit.deleted_at is not None:
+        raise NotFound(_l("No such deposit."))
+    return deposit
+
+
 def deposits(db: Session, user: User, vault: Vault) -> list[DepositInfo]:
     """What is inside. The owner sees names (none in a recipients-only vault:
     the server cannot read them); a co-depositor sees every name as encrypted."""
@@ -883,9 +1078,8 @@ def delete_vault(db: Session, owner: User, vault: Vault) -> str:
         return "scheduled"
     _flush(db)
     vault_id, version = vault.id, vault.version
-    claimed = db.execute(update(Vault.__table__).where(Vault.__table__.c.id == vault_id,
-                                                       Vault.__table__.c.version == version)
-                         .values(version=version + 1, release_secret=None)).rowcount
+    claimed = rowcount(db.execute(update(V).where(V.c.id == vault_id, V.c.version == version)
+                                  .values(version=version + 1, release_secret=None)))
     if claimed != 1:
         raise StaleVault()
     db.expunge(vault)
@@ -933,11 +1127,11 @@ def _record_failure(db: Session, vault_id: str, now: datetime) -> None:
     bind = db.get_bind()
     if bind.dialect.name == "sqlite":
         raw = db.connection().connection.dbapi_connection
-        if raw.in_transaction:  # our own write lock would block a second connection
+        if raw is not None and raw.in_transaction:  # our own write lock would block a second connection
             db.add(PinFailure(vault_id=vault_id, at=now))
             return
     try:
-        with Session(bind=bind) as own:
+        with OrmSession(bind=bind) as own:
             if bind.dialect.name == "postgresql":
                 own.execute(select(func.set_config("lock_timeout", "2000", True)))
             own.add(PinFailure(vault_id=vault_id, at=now))
@@ -1039,7 +1233,7 @@ def _pin_action(db: Session, vault: Vault, pin: str | None, action: str, *, acto
     # The visible effect: the same fields whichever PIN, concealed or not.
     if target in ("armed", "paused"):
         vault.last_checkin_at = now
-        _schedule(vault, until if target == "paused" else now, now)
+        _schedule(vault, until if target == "paused" and until is not None else now, now)
         vault.paused_until = until if target == "paused" else None
     else:  # disarmed
         vault.next_due_at = vault.grace_until = vault.hold_until = vault.next_reminder_at = None
@@ -1160,13 +1354,15 @@ def request_release(db: Session, actor, vault: Vault, reason: str) -> None:
         vault.next_reminder_at = release_after - VETO_REMINDER
     _audit(db, "release_requested", vault.id, actor if role == "caseworker" else None, by=role,
            recipient=recipient_id, reason_length=len(reason), veto_hours=vault.veto_hours)
-    notes = [{"key": f"vault:{vault.id}:request:{_stamp(now)}:{vault.owner_id}", "user_id": vault.owner_id,
-              "kind": "vault_release_requested",
-              "data": {"vault": vault.id, "release_after": release_after.isoformat()}}]
+    owner_note = {"key": f"vault:{vault.id}:request:{_stamp(now)}:{vault.owner_id}", "user_id": vault.owner_id,
+                  "kind": "vault_release_requested",
+                  "data": {"vault": vault.id, "release_after": release_after.isoformat()}}
+    notes = [owner_note]
     if role == "recipient":
         notes += _staff_notes(db, vault, "vault_release_requested", f"vault:{vault.id}:request:{_stamp(now)}",
                               release_after=release_after.isoformat())
     notify_many(db, notes)
+    webhooks.enqueue(db, [owner_note], now)  # every channel: the veto window is short
     _flush(db)
 
 
@@ -1229,6 +1425,26 @@ def confirm_incident(db: Session, supervisor: User, incident: VaultIncident, rea
     return started
 
 
+def pending_incidents(db: Session, supervisor: User, journalist: User | None = None
+                      ) -> list[tuple[VaultIncident, str | None]]:
+    """Incidents waiting for a second supervisor, with the reference of each
+    journalist's most recent open case."""
+    _supervisor(supervisor)
+    query = (select(VaultIncident, _latest_open_case(Case.reference, VaultIncident.journalist_id))
+             .where(VaultIncident.state == "reported").order_by(VaultIncident.reported_at, VaultIncident.id))
+    if journalist is not None:
+        query = query.where(VaultIncident.journalist_id == journalist.id)
+    return [tuple(row) for row in db.execute(query)]
+
+
+def get_incident(db: Session, supervisor: User, incident_id: str) -> VaultIncident:
+    _supervisor(supervisor)
+    incident = db.get(VaultIncident, incident_id) if _valid_id(incident_id) else None
+    if incident is None:
+        raise NotFound(_l("No such incident."))
+    return incident
+
+
 # -- release links (the download pages come later) ---------------------------
 
 def _token_hash(token: str) -> str:
@@ -1280,11 +1496,11 @@ class SweepResult:
     notifications: int = 0
 
 
-V = Vault.__table__
-D = Deposit.__table__
+V = cast(Table, Vault.__table__)
+D = cast(Table, Deposit.__table__)
 
 
-def _claim(db: Session, where, values: dict, *returning) -> list:
+def _claim(db: Session, where, values: dict, *returning) -> list[Row]:
     """UPDATE the vaults matching ``where``; return the rows this call changed.
 
     The UPDATE re-checks ``where`` row by row, so of several sweeps at once each
@@ -1298,7 +1514,7 @@ def _claim(db: Session, where, values: dict, *returning) -> list:
     statement = (update(V).where(V.c.id.in_(ids.scalar_subquery()), where)
                  .values(version=V.c.version + 1, **values)
                  .returning(V.c.id, V.c.owner_id, *returning))
-    return db.execute(statement).all()
+    return list(db.execute(statement).all())
 
 
 def sweep(db: Session, now: datetime | None = None) -> SweepResult:
@@ -1403,7 +1619,7 @@ def sweep(db: Session, now: datetime | None = None) -> SweepResult:
     deleted_vaults = _sweep_vault_deletions(db, now)
 
     if events:
-        db.execute(VaultEvent.__table__.insert(),
+        db.execute(cast(Table, VaultEvent.__table__).insert(),
                    [{"vault_id": e["vault_id"], "kind": e["kind"], "at": now, "actor_id": None,
                      "concealed": e.get("concealed", False), "data": e["data"]}
                     for e in events if e["vault_id"] not in deleted_vaults])
@@ -1420,6 +1636,9 @@ def sweep(db: Session, now: datetime | None = None) -> SweepResult:
     result.pending_release, result.released = len(missed), len(released)
     result.deposits_deleted, result.vaults_deleted = deleted_deposits, len(deleted_vaults)
     result.notifications = notify_many(db, notes)
+    # The owner's notices also go to their messaging bridge, if they set one.
+    owner_of = {row.id: row.owner_id for rows in (resumed, grace, reminded, veto, held, released) for row in rows}
+    webhooks.enqueue(db, [n for n in notes if owner_of.get(n["data"]["vault"]) == n["user_id"]], now)
     db.commit()
     return result
 
@@ -1437,7 +1656,7 @@ def _create_releases(db: Session, vault_ids: list[str], now: datetime) -> dict[s
                          "created_at": now, "expires_at": now + timedelta(days=RELEASE_LINK_DAYS)})
             counts[vault_id] = counts.get(vault_id, 0) + 1
     if rows:
-        db.execute(Release.__table__.insert(), rows)
+        db.execute(cast(Table, Release.__table__).insert(), rows)
     return counts
 
 
@@ -1504,11 +1723,10 @@ def collect_garbage(db: Session, now: datetime | None = None, *, older_than: tim
         db.execute(delete(OrphanBlob).where(OrphanBlob.blob_id.in_(forget[start:start + 500])))
     new = [{"blob_id": b, "seen_at": now} for b in sorted(orphans - set(seen))]
     if new:
-        if _postgres(db):
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        db.execute(insert(OrphanBlob.__table__).on_conflict_do_nothing(), new)
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = postgresql.insert if _postgres(db) else sqlite.insert
+        db.execute(insert(cast(Table, OrphanBlob.__table__)).on_conflict_do_nothing(), new)
     db.commit()
     for blob_id in doomed:
         try:

@@ -17,8 +17,8 @@ HOMES = HomePage.HOMES
 # Links in the header's navigation, by role (templates/base.html).
 NAV = {
     "journalist": {"/my/requests", "/vault/", "/notifications", "/account"},
-    "caseworker": {"/queue", "/deadlines", "/notifications", "/account"},
-    "supervisor": {"/overview", "/queue", "/reports/", "/notifications", "/account"},
+    "caseworker": {"/queue", "/deadlines", "/staff/vault/", "/notifications", "/account"},
+    "supervisor": {"/overview", "/queue", "/reports/", "/staff/vault/", "/notifications", "/account"},
     "donor": {"/reports/", "/notifications", "/account"},
     "admin": {"/admin/users", "/admin/audit/", "/admin/deadlines", "/admin/closures", "/notifications",
               "/account"},

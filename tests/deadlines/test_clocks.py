@@ -194,3 +194,35 @@ def test_cli_sweep_and_garbage(app, people):
     runner = app.test_cli_runner()
     assert "vaults:" in runner.invoke(args=["protect", "sweep"]).output
     assert runner.invoke(args=["protect", "collect-garbage"]).exit_code == 0
+
+
+def test_cli_sweep_every_keeps_sweeping_until_stopped(app, people):
+    """`flask protect sweep --every N`: one process sweeping on a period (a service
+    rather than a timer), stopped cleanly by SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    submitted(people)
+    settings = app.extensions["protect.settings"]
+    env = {**os.environ, "FLASK_APP": "app", "PROTECT_ENV": "test", "PROTECT_DATABASE_URL": settings.database_url,
+           "PROTECT_INSTANCE_PATH": app.instance_path, "PROTECT_SECRET_KEY": settings.secret_key}
+    process = subprocess.Popen([sys.executable, "-m", "flask", "protect", "sweep", "--every", "1"],
+                               cwd=Path(__file__).parents[2], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.monotonic() + 60
+    try:
+        while sum(line.startswith("vaults:") for line in lines) < 2 and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        lines += process.communicate(timeout=30)[0].splitlines()
+    assert sum(line.startswith("vaults:") for line in lines) >= 2, lines
+    assert process.returncode == 0, lines

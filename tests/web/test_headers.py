@@ -1,6 +1,6 @@
 """Response headers and HTML hygiene on every page each role can reach.
 
-Every page answers with the strict CSP, nosniff, no-referrer, a
+Every page answers with the strict CSP, nosniff, same-origin referrers, a
 Permissions-Policy and ``Cache-Control: no-store``; its HTML has no inline
 script or style, no event-handler attributes and no URL of another host
 (the app must work over Tor with no third-party requests). The session
@@ -41,7 +41,7 @@ def assert_secure_headers(response, what: str):
     h = response.headers
     assert h.get("Content-Security-Policy") == EXPECTED_CSP, f"{what}: CSP {h.get('Content-Security-Policy')!r}"
     assert h.get("X-Content-Type-Options") == "nosniff", what
-    assert h.get("Referrer-Policy") == "no-referrer", what
+    assert h.get("Referrer-Policy") == "same-origin", what
     permissions = h.get("Permissions-Policy", "")
     assert permissions.strip(), f"{what}: no Permissions-Policy"
     for feature in ("camera=()", "microphone=()", "geolocation=()"):

@@ -1,0 +1,1053 @@
+"""Delay reports: how long protection takes, from the clocks and the timeline, in SQL.
+
+Everything is computed by aggregation in the database (GROUP BY, window
+functions), never by loading cases: a handful of statements whatever the
+number of cases (``build``). Python only arranges the aggregates into tables,
+adds margins up and applies the suppression rule (``suppression.py``).
+
+Definitions (also in the report's method notes, templates/reports/_method.html):
+
+- The period is whole months, Mexico City time. Every figure is "as of" the
+  end of the period (or now, if that is earlier): what happens later does not
+  change the report of a past period (but for the caseload, which follows
+  whom each case is assigned to now).
+- A stage's time is that of its deadline clock: from its start event to its
+  stop event, minus the time it was paused waiting on the petitioner. A stage
+  counts in the period in which it ended. "On time" is the clock's own
+  verdict (stopped before its due time, under the policy version it started
+  with).
+- Percentiles are nearest-rank, the same SQL on SQLite and PostgreSQL: of n
+  values in ascending order, the p-th percentile is value number ceil(p·n/100)
+  (the median is p = 50: the lower middle value when n is even).
+- Waiting: clocks started before the end of the period and not stopped by
+  then; their age is calendar time since they started.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from flask import current_app
+from flask_babel import get_locale, gettext, ngettext
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import Integer, String, and_, cast, func, literal, null, or_, select, text, union_all
+from sqlalchemy import case as sql_case
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
+
+from ..accounts.models import User
+from ..audit import service as audit
+from ..cases import codes
+from ..cases.models import Case, CaseEvent, Incident, Measure, MeasureType, OnlineThreat
+from ..deadlines.calendar import TZ
+from ..deadlines.models import Clock, DeadlinePolicy
+from ..deadlines.service import STAGES, current_policies
+from ..errors import DomainError, NotFound, PermissionDenied
+from ..extensions import Session, UTCDateTime, utcnow
+from .suppression import Cell, Network, suppress
+
+MAX_MONTHS = 60
+HOUR, DAY = 3600, 86400
+# Backlog age bands: upper bounds in days (the last is open).
+AGE_BANDS = {"week": (7, _l("Less than 1 week")), "weeks": (30, _l("1 to 4 weeks")),
+             "months": (91, _l("1 to 3 months")), "half_year": (182, _l("3 to 6 months")),
+             "older": (None, _l("More than 6 months"))}
+# How late a late stage was, as a multiple of its legal term: upper bounds.
+LATE_BINS = {"x2": (2, _l("Up to 2 times the term")), "x4": (4, _l("2 to 4 times")),
+             "x8": (8, _l("4 to 8 times")), "more": (None, _l("More than 8 times"))}
+OUTCOMES = {"extraordinary": _l("Admitted, extraordinary procedure"), "ordinary": _l("Admitted, ordinary procedure"),
+            "not_admitted": _l("Not admitted"), "pending": _l("No decision yet")}
+MEASURE_STATES = {"implemented": _l("Implemented"), "pending": _l("Not implemented yet"),
+                  "withdrawn": _l("Withdrawn before implementation")}
+UNSTATED = "unstated"
+NOBODY = "nobody"  # the assignee of a request nobody is assigned to (user ids are hex)
+GENDERS = {**codes.GENDERS, UNSTATED: _l("Not stated (or a collective)")}
+# Who asked: the requests received add up along each of these (one value per case).
+BREAKDOWNS = {"state": codes.STATES, "beneficiary": codes.BENEFICIARY_TYPES, "gender": GENDERS,
+              "aggressor": codes.AGGRESSOR_TYPES}
+BREAKDOWN_TITLES = {"state": _l("By state"), "beneficiary": _l("By kind of beneficiary"), "gender": _l("By gender"),
+                    "aggressor": _l("By type of aggressor (of the first incident reported)")}
+# The stages whose times are also broken down by who asked, and by what.
+BROKEN_DOWN = ("triage", "implementation")
+TIMED_BREAKDOWNS = ("state", "beneficiary", "gender")
+
+
+# -- what is asked ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Period:
+    first: date   # first day of the first month
+    last: date    # first day of the last month
+
+    @property
+    def months(self) -> list[date]:
+        out, month = [], self.first
+        while month <= self.last:
+            out.append(month)
+            month = next_month(month)
+        return out
+
+    @property
+    def start(self) -> datetime:
+        return local_midnight(self.first)
+
+    @property
+    def end(self) -> datetime:
+        return local_midnight(next_month(self.last))
+
+
+def next_month(day: date) -> date:
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+
+
+def previous_month(day: date) -> date:
+    return date(day.year - (day.month == 1), (day.month - 2) % 12 + 1, 1)
+
+
+def local_midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=TZ).astimezone(UTC)
+
+
+def this_month() -> date:
+    today = utcnow().astimezone(TZ).date()
+    return today.replace(day=1)
+
+
+def latest_month(viewer: User) -> date:
+    """Donors see complete months only (a past report never changes); supervisors also the current one."""
+    current = this_month()
+    return current if viewer.role == "supervisor" else previous_month(current)
+
+
+def default_period(viewer: User) -> Period:
+    last = first = latest_month(viewer)
+    for _ in range(11):
+        first = previous_month(first)
+    return Period(first, last)
+
+
+def check_period(viewer: User, period: Period) -> Period:
+    if period.last < period.first:
+        raise DomainError(_l("The last month comes before the first one."))
+    latest = latest_month(viewer)
+    if period.last > latest:
+        raise DomainError(_l("The report covers the months up to %(month)s; choose an earlier last month.",
+                             month=latest.strftime("%Y-%m")))
+    if len(period.months) > MAX_MONTHS:
+        raise DomainError(_l("Choose at most %(n)d months.", n=MAX_MONTHS))
+    return period
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which cases: ``None`` is any; a donor's scope narrows every choice."""
+
+    states: tuple[str, ...] | None = None
+    beneficiaries: tuple[str, ...] | None = None
+    gender: str | None = None
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in (("states", self.states), ("beneficiaries", self.beneficiaries),
+                                  ("gender", self.gender)) if v is not None}
+
+
+def scope_of(user: User) -> Filters:
+    """What a viewer may see at all: a donor's scope ({"states": [...], "beneficiaries": [...]})."""
+    scope = (user.report_scope or {}) if user.role == "donor" else {}
+    states = tuple(s for s in scope.get("states") or () if s in codes.STATES) or None
+    beneficiaries = tuple(b for b in scope.get("beneficiaries") or () if b in codes.BENEFICIARY_TYPES) or None
+    return Filters(states, beneficiaries)
+
+
+def narrow(viewer: User, *, state: str | None = None, beneficiary: str | None = None,
+           gender: str | None = None) -> Filters:
+    """The viewer's scope narrowed by the filters chosen; a choice outside the scope is refused."""
+    scope = scope_of(viewer)
+    states, beneficiaries = scope.states, scope.beneficiaries
+    if state:
+        if state not in codes.STATES or (states is not None and state not in states):
+            raise DomainError(_l("Choose a state from the list."))
+        states = (state,)
+    if beneficiary:
+        if beneficiary not in codes.BENEFICIARY_TYPES or (beneficiaries is not None and beneficiary not in beneficiaries):
+            raise DomainError(_l("Choose a kind of beneficiary from the list."))
+        beneficiaries = (beneficiary,)
+    if gender and gender not in GENDERS:
+        raise DomainError(_l("Choose a gender from the list."))
+    return Filters(states, beneficiaries, gender or None)
+
+
+def set_scope(db: Session, actor: User, user: User, *, states, beneficiaries) -> None:
+    """Limit a donor's reports to some states and kinds of beneficiary (none chosen: everything)."""
+    if actor.role != "admin":
+        raise PermissionDenied(_l("Only administrators change accounts."))
+    states = sorted(set(states or ()))
+    beneficiaries = sorted(set(beneficiaries or ()))
+    if any(s not in codes.STATES for s in states) or any(b not in codes.BENEFICIARY_TYPES for b in beneficiaries):
+        raise DomainError(_l("Choose states and kinds of beneficiary from the lists."))
+    if (states or beneficiaries) and user.role != "donor":
+        raise DomainError(_l("Only donor accounts have a report scope."))
+    scope = {"states": states, "beneficiaries": beneficiaries} if states or beneficiaries else None
+    if scope != user.report_scope:
+        user.report_scope = scope
+        audit.record(db, "user.report_scope_changed", actor=actor, target=user.id,
+                     states=states, beneficiaries=beneficiaries)
+
+
+# -- SQL pieces --------------------------------------------------------------------------
+
+class seconds_between(FunctionElement):
+    """Whole seconds from ``earlier`` to ``later`` (two timestamps), on SQLite and PostgreSQL."""
+
+    type = Integer()
+    inherit_cache = True
+    name = "seconds_between"
+
+
+@compiles(seconds_between, "sqlite")
+def _seconds_sqlite(element, compiler, **kw):
+    later, earlier = (compiler.process(c, **kw) for c in element.clauses)
+    return f"CAST(ROUND((julianday({later}) - julianday({earlier})) * 86400.0) AS INTEGER)"
+
+
+@compiles(seconds_between, "postgresql")
+def _seconds_postgresql(element, compiler, **kw):
+    later, earlier = (compiler.process(c, **kw) for c in element.clauses)
+    return f"CAST(ROUND(EXTRACT(EPOCH FROM ({later} - {earlier}))) AS BIGINT)"
+
+
+class bytewise(FunctionElement):
+    """A text column compared byte by byte when grouping and sorting: PostgreSQL's language-aware
+    collation is several times slower, and codes need no language. (SQLite compares bytes already.)"""
+
+    type = String()
+    inherit_cache = True
+    name = "bytewise"
+
+
+@compiles(bytewise)
+def _bytewise(element, compiler, **kw):
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(bytewise, "postgresql")
+def _bytewise_postgresql(element, compiler, **kw):
+    return f'{compiler.process(element.clauses, **kw)} COLLATE "C"'
+
+
+def _key(column):
+    return bytewise(column) if isinstance(column.type, String) else column
+
+
+def _at(moment: datetime):
+    return literal(moment, UTCDateTime())
+
+
+def _bucket(column, ends: list[datetime]):
+    """How many of ``ends`` (ascending) are at or before ``column`` (0..len(ends); all of them for
+    NULL), by halving: a few comparisons a row, however many months."""
+    def within(lo: int, hi: int):
+        if lo == hi:
+            return literal(lo)
+        mid = (lo + hi) // 2
+        return sql_case((column < _at(ends[mid]), within(lo, mid)), else_=within(mid + 1, hi))
+    return within(0, len(ends))
+
+
+def _month_ends(period: Period) -> list[datetime]:
+    return [local_midnight(next_month(m)) for m in period.months]
+
+
+def _month(column, period: Period):
+    """The month of ``column`` as 0..n-1 (Mexico City months); the caller keeps it within the period."""
+    return _bucket(column, _month_ends(period)[:-1])
+
+
+def _of_cases(query, case_id, filters: Filters):
+    """``query`` narrowed to the cases of ``filters`` (no join at all when they take every case)."""
+    if filters == Filters():
+        return query
+    return query.join(Case, Case.id == case_id).where(*_case_conditions(filters))
+
+
+def _case_conditions(filters: Filters) -> list:
+    conditions: list = [Case.submitted_at.is_not(None)]
+    if filters.states is not None:
+        conditions.append(Case.state_code.in_(filters.states))
+    if filters.beneficiaries is not None:
+        conditions.append(Case.beneficiary_type.in_(filters.beneficiaries))
+    if filters.gender == UNSTATED:
+        conditions.append(Case.gender.is_(None))
+    elif filters.gender:
+        conditions.append(Case.gender == filters.gender)
+    return conditions
+
+
+def _first_aggressor():
+    """The aggressor type of the case's first incident (one per case, so the breakdown partitions):
+    the earliest date, then the first code alphabetically: MIN over "date|code", an index lookup
+    with no sort per case."""
+    first = (select(func.min(cast(Incident.occurred_on, String) + "|" + Incident.aggressor))
+             .where(Incident.case_id == Case.id).correlate(Case).scalar_subquery())
+    return func.coalesce(func.substr(first, 12, type_=String), "unknown", type_=String)
+
+
+def _case_dims(*, aggressor: bool = True):
+    return [Case.state_code.label("state"), Case.beneficiary_type.label("beneficiary"),
+            func.coalesce(Case.gender, UNSTATED).label("gender")] + (
+        [_first_aggressor().label("aggressor")] if aggressor else [])
+
+
+def _open_at(moment: datetime):
+    return and_(Clock.started_at < _at(moment), or_(Clock.stopped_at.is_(None), Clock.stopped_at >= _at(moment)))
+
+
+# -- the families of figures: one row set each, aggregated in one statement (and listed by the drill-down)
+
+@dataclass(frozen=True)
+class Ask:
+    period: Period
+    filters: Filters
+    as_of: datetime
+
+
+def _done(ask: Ask):
+    """Stage clocks that stopped (met or late) within the period."""
+    spent = seconds_between(Clock.stopped_at, Clock.started_at) - Clock.paused_seconds
+    term = seconds_between(Clock.due_at, Clock.started_at) - Clock.paused_seconds
+    late = [(spent < term * limit, key) for key, (limit, _) in LATE_BINS.items() if limit]
+    # (Times are not broken down by aggressor: finding each clock's case's first incident would
+    # cost more than the rest of this row set; requests are.)
+    return (select(Clock.case_id, Clock.stage, _month(Clock.stopped_at, ask.period).label("month"),
+                   sql_case((Clock.state == "met", 1), else_=0).label("met"),
+                   sql_case((Clock.state == "met", "on_time"), *late, else_="more").label("bin"),
+                   spent.label("spent"), seconds_between(Clock.stopped_at, Case.submitted_at).label("journey"),
+                   *_case_dims(aggressor=False))
+            .join(Case, Case.id == Clock.case_id)
+            # Stopped and not cancelled: met or late. (Said so, SQLite reads the clocks in one pass
+            # instead of through the index on state, which would visit most of the table by lookups.)
+            .where(Clock.stopped_at >= _at(ask.period.start), Clock.stopped_at < _at(ask.as_of),
+                   Clock.state != "cancelled", *_case_conditions(ask.filters)))
+
+
+def _waiting(ask: Ask):
+    """Stage clocks still open at the end of the period (started before it, not stopped by then)."""
+    age = seconds_between(_at(ask.as_of), Clock.started_at)
+    band = sql_case(*[(age < limit * DAY, key) for key, (limit, _) in AGE_BANDS.items() if limit], else_="older")
+    return (select(Clock.case_id, Clock.stage, age.label("age"), band.label("band"),
+                   Case.assignee_id.label("assignee"))
+            .join(Case, Case.id == Clock.case_id)
+            .where(_open_at(ask.as_of), *_case_conditions(ask.filters)))
+
+
+def _requests(ask: Ask):
+    """Requests received in the period, with their triage decision as of its end."""
+    # Grouped by case (there is one triage per case), so it is read once and joined, not
+    # looked up per case through the (kind, at) index SQLite would pick without statistics.
+    triaged = (select(CaseEvent.case_id, func.max(CaseEvent.data["procedure"].as_string()).label("procedure"),
+                      func.max(CaseEvent.data["reason"].as_string()).label("reason"))
+               .where(CaseEvent.kind == "triaged", CaseEvent.at >= _at(ask.period.start),  # after the request
+                      CaseEvent.at < _at(ask.as_of))
+               .group_by(CaseEvent.case_id).subquery())
+    outcome = func.coalesce(triaged.c.procedure, "pending")
+    return (select(Case.id.label("case_id"), _month(Case.submitted_at, ask.period).label("month"),
+                   outcome.label("outcome"),
+                   sql_case((outcome == "not_admitted", func.coalesce(triaged.c.reason, "other")),
+                            else_=null()).label("reason"),
+                   func.coalesce(Case.assignee_id, NOBODY).label("assignee"), *_case_dims())
+            .outerjoin(triaged, triaged.c.case_id == Case.id)
+            .where(Case.submitted_at >= _at(ask.period.start), Case.submitted_at < _at(ask.as_of),
+                   *_case_conditions(ask.filters)))
+
+
+def _measures(ask: Ask):
+    """Measures decided in the period, and where they stood at its end."""
+    end = _at(ask.as_of)
+    status = sql_case((Measure.implemented_at < end, "implemented"), (Measure.withdrawn_at < end, "withdrawn"),
+                      else_="pending")
+    spent = sql_case((Measure.implemented_at < end, seconds_between(Measure.implemented_at, Measure.decided_at)),
+                     else_=null())
+    return _of_cases(select(Measure.case_id, Measure.authority, Measure.kind, status.label("status"),
+                            _month(Measure.decided_at, ask.period).label("month"), spent.label("spent"))
+                     .where(Measure.decided_at >= _at(ask.period.start), Measure.decided_at < end),
+                     Measure.case_id, ask.filters)
+
+
+def _threats(ask: Ask):
+    """Online threats reported to their platform in the period, and the platform's answer by its end."""
+    end = _at(ask.as_of)
+    answered = OnlineThreat.responded_at < end
+    removed = OnlineThreat.removed_at < end
+    return _of_cases(select(
+        OnlineThreat.case_id, OnlineThreat.platform, _month(OnlineThreat.reported_at, ask.period).label("month"),
+        sql_case((answered, 1), else_=0).label("answered"),
+        sql_case((answered, seconds_between(OnlineThreat.responded_at, OnlineThreat.reported_at)),
+                 else_=null()).label("answer_time"),
+        sql_case((removed, seconds_between(OnlineThreat.removed_at, OnlineThreat.reported_at)),
+                 else_=null()).label("removal_time"))
+        .where(OnlineThreat.reported_at >= _at(ask.period.start), OnlineThreat.reported_at < end),
+        OnlineThreat.case_id, ask.filters)
+
+FAMILIES = {"done": _done, "waiting": _waiting, "requests": _requests, "measures": _measures,
+            "threats": _threats}
+
+
+@dataclass(frozen=True)
+class Agg:
+    """One group's figures: rows, distinct cases; or the order statistics of a value (nearest rank)."""
+
+    n: int = 0
+    cases: int | None = 0   # None: not counted at this level
+    median: int | None = None
+    p90: int | None = None
+    worst: int | None = None
+    met: int | None = None
+
+
+NONE = Agg()
+
+
+def _aggregate(db: Session, base, counts: dict[str, list[str]],
+               stats: dict[str, tuple[str, list[str], Callable | None]] | None = None, *,
+               distinct: bool | set[str] = True) -> dict[str, dict[tuple, Agg]]:
+    """``base`` grouped at several levels, in one statement over one materialised row set.
+
+    ``counts``: level -> grouping columns; rows and distinct cases per group (distinct cases
+    only for the levels named in ``distinct``, or all or none: counting them costs a sort).
+    ``stats``: level -> (value column, grouping columns, condition or None): count, median,
+    90th percentile and maximum of the value per group, nearest rank: of n values in
+    ascending order, the p-th percentile is the value of rank ceil(p·n/100), written
+    (p·n + 99) div 100 so that SQLite and PostgreSQL compute the very same thing.
+    """
+    if set(counts) & set(stats or {}):
+        raise ValueError("a level is either counted or ranked")
+    source = base.cte("report_rows").prefix_with("MATERIALIZED")
+    has_met = "met" in source.c
+    parts = []
+
+    def keys_of(columns):
+        out = [cast(c, String) for c in columns] + [cast(null(), String)] * (3 - len(columns))
+        return [c.label(f"k{i}") for i, c in enumerate(out)]
+
+    nothing = [cast(null(), Integer).label(x) for x in ("median", "p90", "worst")]
+    for name, keys in counts.items():
+        met = func.sum(source.c.met) if has_met else cast(null(), Integer)
+        if distinct is True or (distinct and name in distinct):
+            # Grouped by case first, then counted: a hash aggregate on PostgreSQL where
+            # COUNT(DISTINCT) would sort.
+            per_case = (select(*[source.c[k] for k in keys], func.count().label("rows"), met.label("met"))
+                        .select_from(source).group_by(*[source.c[k] for k in keys], source.c.case_id).subquery())
+            groups = [per_case.c[k] for k in keys]
+            parts.append(select(literal(name).label("level"), *keys_of(groups),
+                                cast(func.sum(per_case.c.rows), Integer).label("n"),
+                                func.count().label("cases"), *nothing,
+                                cast(func.sum(per_case.c.met) if has_met else null(), Integer).label("met"))
+                         .select_from(per_case).group_by(*groups))
+        else:
+            groups = [source.c[k] for k in keys]
+            parts.append(select(literal(name).label("level"), *keys_of(groups), func.count().label("n"),
+                                cast(null(), Integer).label("cases"), *nothing, met.label("met"))
+                         .select_from(source).group_by(*groups))
+    for name, (value, keys, condition) in (stats or {}).items():
+        groups = [_key(source.c[k]).label(k) for k in keys]
+        v = source.c[value]
+        ranked = (select(*groups, v.label("v"), *([source.c.met] if has_met else []),
+                         func.row_number().over(partition_by=groups or None, order_by=v).label("rn"),
+                         func.count().over(partition_by=groups or None).label("n"))
+                  .where(v.is_not(None), *([condition(source.c)] if condition is not None else []))
+                  .subquery())
+        r = ranked.c
+        parts.append(select(literal(name).label("level"), *keys_of([r[k] for k in keys]), func.max(r.n).label("n"),
+                            cast(null(), Integer).label("cases"),
+                            func.min(sql_case((r.rn == (r.n * 50 + 99) // 100, r.v))).label("median"),
+                            func.min(sql_case((r.rn == (r.n * 90 + 99) // 100, r.v))).label("p90"),
+                            func.max(r.v).label("worst"),
+                            (func.sum(r.met) if has_met else cast(null(), Integer)).label("met"))
+                     .group_by(*[r[k] for k in keys]))
+    levels = {**counts, **{name: keys for name, (_, keys, _) in (stats or {}).items()}}
+    found: dict[str, dict] = {name: {} for name in levels}
+    for row in db.execute(union_all(*parts)):
+        found[row.level][tuple(row[1:1 + len(levels[row.level])])] = Agg(row.n or 0, row.cases, row.median, row.p90, row.worst, row.met)
+    return found
+
+
+# -- the report ----------------------------------------------------------------------------
+
+@dataclass
+class Column:
+    key: str
+    label: object
+    kind: str = "count"   # count | duration | hours | days | share | text
+
+
+@dataclass
+class Row:
+    key: str
+    label: object
+    values: list
+    unit: str | None = None  # hours | days: how this row's "duration" columns read
+
+
+@dataclass
+class Table:
+    key: str
+    title: object
+    columns: list[Column]
+    rows: list[Row]
+    total: Row | None = None
+    note: object = None
+
+    def all_rows(self) -> list[Row]:
+        return self.rows + ([self.total] if self.total else [])
+
+
+@dataclass
+class Report:
+    period: Period
+    filters: Filters
+    as_of: datetime
+    internal: bool          # a supervisor's report: nothing suppressed, figures link to their cases
+    k: int
+    terms: dict[str, tuple[int, str]]
+    tables: dict[str, Table] = field(default_factory=dict)
+    cells: list[Cell] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to publish: no case at all, or (for a donor) none of the figures may be shown."""
+        return not any(cell.shown and cell.value for cell in self.cells)
+
+
+class _Builder:
+    """Reads the aggregates, makes every count a ``Cell`` in the suppression network, then the tables."""
+
+    def __init__(self, db: Session, viewer: User, period: Period, filters: Filters):
+        self.db = db
+        self.ask = Ask(period, filters, min(period.end, utcnow()))
+        self.internal = viewer.role == "supervisor"
+        settings = current_app.extensions["protect.settings"]
+        self.k = 1 if self.internal else max(1, int(settings.report_min_cell))
+        self.network = Network()
+        self.cells: list[Cell] = []
+        self.months = [str(i) for i in range(len(period.months))]
+        self.month_labels = [m.strftime("%Y-%m") for m in period.months]
+        policies = current_policies(db, self.ask.as_of.astimezone(TZ).date())
+        self.terms = {p.stage: (p.duration, p.unit) for p in policies}
+
+    def cell(self, found: dict, keys: tuple, family: str, *, count_cases: bool = False, **dims) -> Cell:
+        """The count of a group (its rows, or with ``count_cases`` its distinct cases) as a cell."""
+        agg = found.get(tuple(str(k) for k in keys), NONE)
+        return self.made(agg.cases if count_cases else agg.n, agg.cases, family, **dims)
+
+    def made(self, value: int, cases: int | None, family: str, **dims) -> Cell:
+        made = Cell(value, -1 if cases is None else cases, (family, {k: str(v) for k, v in dims.items()}))
+        self.cells.append(made)
+        return made
+
+    def stat(self, agg: Agg, attr: str, cases: int):
+        """An order statistic of a group of ``cases`` cases: shown only for k cases or more."""
+        return getattr(agg, attr) if agg.n and cases >= self.k else None
+
+    def stat_share(self, agg: Agg, cases: int):
+        return agg.met / agg.n if agg.n and cases >= self.k and agg.met is not None else None
+
+    @staticmethod
+    def floor(n: int, whole: Cell) -> int:
+        """The fewest cases ``n`` rows of ``whole`` can come from: each of whole's repeated cases
+        (rows beyond the first of a case) may be among them."""
+        return max(0, n - (whole.value - whole.cases))
+
+    @staticmethod
+    def share(part: Cell, whole: Cell):
+        """``part`` of ``whole``, when both are published (else it would give the hidden one away)."""
+        return part.value / whole.value if part.shown and whole.shown and whole.value else None
+
+    def unit(self, stage: str) -> str:
+        return "hours" if self.terms.get(stage, (0, ""))[1] == "hours" else "days"
+
+    def term_text(self, stage: str) -> str:
+        return term_text(*self.terms[stage]) if stage in self.terms else "—"
+
+    # -- figures -------------------------------------------------------------------------
+    def read_stages(self):
+        found = _aggregate(self.db, _done(self.ask), {"cases": ["stage"], "fine": ["stage", "month", "bin"]}, {
+            "stage": ("spent", ["stage"], None), "stage_month": ("spent", ["stage", "month"], None),
+            "journey": ("journey", [], lambda c: c.stage == "implementation"),
+            **{dim: ("spent", ["stage", dim], lambda c: c.stage.in_(BROKEN_DOWN)) for dim in TIMED_BREAKDOWNS}},
+            distinct={"cases"})
+        self.done = found
+        fine = {key: agg.n for key, agg in found["fine"].items()}
+
+        def count(s, months, bins):
+            return sum(fine.get((s, m, b), 0) for m in months for b in bins)
+
+        late_bins = list(LATE_BINS)
+        self.completed, self.on_time, self.late, self.by_month, self.on_time_by_month, self.bins = ({} for _ in range(6))
+        for s in STAGES:
+            stage = found["cases"].get((s,), NONE)
+            # Distinct cases are counted for the whole stage only; a part of it has at least its
+            # rows minus the stage's repeats (a case that ended the stage twice), exactly its rows if none.
+            repeats = stage.n - (stage.cases or 0)
+
+            def cell(value, repeats=repeats, s=s, **dims):
+                return self.made(value, max(0, value - repeats), "done", stage=s, **dims)
+
+            self.completed[s] = self.made(stage.n, stage.cases, "done", stage=s)
+            self.on_time[s] = cell(count(s, self.months, ["on_time"]), met=1)
+            self.late[s] = cell(count(s, self.months, late_bins), met=0)
+            rows = [[cell(count(s, [m], ["on_time"]), month=m, met=1), cell(count(s, [m], late_bins), month=m, met=0)]
+                    for m in self.months]
+            self.on_time_by_month[s] = [row[0] for row in rows]
+            self.by_month[s] = [cell(count(s, [m], ["on_time"] + late_bins), month=m) for m in self.months]
+            self.network.table(rows, self.by_month[s], [self.on_time[s], self.late[s]], self.completed[s])
+            self.bins[s] = [cell(count(s, self.months, [b]), bin=b) for b in LATE_BINS]
+            self.network.split(self.late[s], self.bins[s])
+
+    def read_backlog(self):
+        found = _aggregate(self.db, _waiting(self.ask), {
+            "all": [], "stage": ["stage"], "band": ["band"], "cell": ["stage", "band"], "assignee": ["assignee"]},
+            {"stage_age": ("age", ["stage"], None)}, distinct={"all", "stage", "band", "assignee"})
+        self.waiting = found
+        self.backlog, self.waiting_by_stage = [], []
+        for s in STAGES:
+            stage = found["stage"].get((s,), NONE)
+            repeats = stage.n - (stage.cases or 0)
+            self.backlog.append([self.made(n, max(0, n - repeats), "waiting", stage=s, band=b) for b in AGE_BANDS
+                                 for n in [found["cell"].get((s, b), NONE).n]])
+            self.waiting_by_stage.append(self.made(stage.n, stage.cases, "waiting", stage=s))
+        self.band_totals = [self.cell(found["band"], (b,), "waiting", band=b) for b in AGE_BANDS]
+        self.waiting_total = self.cell(found["all"], (), "waiting")
+        self.network.table(self.backlog, self.waiting_by_stage, self.band_totals, self.waiting_total)
+        self.open_at_month_end = self.month_end_backlog()
+
+    def month_end_backlog(self) -> list[Cell]:
+        """Deadlines open at the end of each month; the last month ends with the period: the same cell.
+
+        A clock is open at a month's end when it started before it and had not stopped by then:
+        grouped by stage and by how many month ends passed before it started and before it
+        stopped, one pass over the clocks gives every month. A case waits on one clock of a
+        stage at a time, so the largest stage's count is a floor on the cases behind the figure.
+        """
+        ends = [min(end, self.ask.as_of) for end in _month_ends(self.ask.period)][:-1]
+        if not ends:
+            return [self.waiting_total]
+        started, stopped = _bucket(Clock.started_at, ends).label("started"), _bucket(Clock.stopped_at, ends).label("stopped")
+        rows = self.db.execute(
+            select(Clock.stage, started, stopped, func.count()).join(Case, Case.id == Clock.case_id)
+            .where(Clock.started_at < _at(ends[-1]), or_(Clock.stopped_at.is_(None), Clock.stopped_at >= _at(ends[0])),
+                   *_case_conditions(self.ask.filters))
+            .group_by(Clock.stage, started, stopped)).all()
+        cells = []
+        for m in range(len(ends)):
+            by_stage: dict[str, int] = {}
+            for stage, first, last, n in rows:
+                if first <= m < last:
+                    by_stage[stage] = by_stage.get(stage, 0) + n
+            cells.append(self.made(sum(by_stage.values()), max(by_stage.values(), default=0), "open_at", month=m))
+        return cells + [self.waiting_total]
+
+    def read_requests(self):
+        # One row per case: its rows are its cases, no distinct count needed.
+        found = _aggregate(self.db, _requests(self.ask), {
+            "all": [], "month": ["month"], "outcome": ["outcome"], "cell": ["month", "outcome"],
+            "reason": ["reason"], "assignee": ["assignee"], **{dim: [dim] for dim in BREAKDOWNS}}, distinct=False)
+        self.requests = found
+        self.outcomes = [[self.cell(found["cell"], (m, o), "requests", month=m, outcome=o) for o in OUTCOMES]
+                         for m in self.months]
+        self.received = [self.cell(found["month"], (m,), "requests", month=m) for m in self.months]
+        self.outcome_totals = [self.cell(found["outcome"], (o,), "requests", outcome=o) for o in OUTCOMES]
+        self.received_total = self.cell(found["all"], (), "requests")
+        self.network.table(self.outcomes, self.received, self.outcome_totals, self.received_total)
+        self.reasons = [self.cell(found["reason"], (r,), "requests", outcome="not_admitted", reason=r)
+                        for r in codes.NOT_ADMITTED_REASONS]
+        self.network.split(self.outcome_totals[list(OUTCOMES).index("not_admitted")], self.reasons)
+        self.breakdowns = {}
+        for dim in BREAKDOWNS:
+            self.breakdowns[dim] = [self.cell(found[dim], (c,), "requests", **{dim: c}) for c in self.categories(dim)]
+            self.network.split(self.received_total, self.breakdowns[dim])
+
+    def categories(self, dim: str) -> dict:
+        """The rows of a breakdown: those the filters (a donor's scope) allow. The others are
+        zero and known to be, so they are not shown: as "< k" they would seem to hide cases."""
+        chosen = {"state": self.ask.filters.states, "beneficiary": self.ask.filters.beneficiaries,
+                  "gender": self.ask.filters.gender and (self.ask.filters.gender,)}.get(dim)
+        return {c: label for c, label in BREAKDOWNS[dim].items() if chosen is None or c in chosen}
+
+    def read_caseload(self):
+        """Requests of the period by whom they are assigned to (a part of the requests received), and
+        each one's open cases at the end of the period (counts in no sum that is published)."""
+        received, waiting = self.requests["assignee"], self.waiting["assignee"]
+        people = sorted(({k for (k,) in received} | {k for (k,) in waiting if k is not None}) - {NOBODY})
+        self.load = {p: (self.cell(received, (p,), "requests", assignee=p),
+                         self.cell(waiting, (p,), "waiting", count_cases=True, assignee=p)) for p in people}
+        self.unassigned = self.cell(received, (NOBODY,), "requests", assignee=NOBODY)
+        self.network.split(self.received_total, [cells[0] for cells in self.load.values()] + [self.unassigned])
+
+    def read_measures(self):
+        # Distinct cases are counted for the rows and columns; a cell of a row has at least
+        # its measures minus the row's repeats (cases with more than one measure in that row).
+        found = _aggregate(self.db, _measures(self.ask), {
+            "all": [], "status": ["status"], "authority": ["authority"], "authority_status": ["authority", "status"],
+            "kind": ["kind"], "kind_status": ["kind", "status"], "month": ["month"]}, {
+            "s_authority": ("spent", ["authority"], None), "s_kind": ("spent", ["kind"], None),
+            "s_month": ("spent", ["month"], None), "s_all": ("spent", [], None)},
+            distinct={"all", "status", "authority", "kind"})
+        self.measures = found
+        self.kinds = self.measure_types()
+
+        def within(row: Cell, level: str, key, **dims) -> Cell:
+            n = found[level].get(tuple(str(k) for k in key), NONE).n
+            return self.made(n, self.floor(n, row), "measures", **dims)
+        self.by_status = [self.cell(found["status"], (st,), "measures", status=st) for st in MEASURE_STATES]
+        self.decided = self.cell(found["all"], (), "measures")
+        self.authority_rows = [self.cell(found["authority"], (a,), "measures", authority=a) for a in codes.AUTHORITIES]
+        self.authority_cells = [[within(self.authority_rows[i], "authority_status", (a, st), authority=a, status=st)
+                                 for st in MEASURE_STATES] for i, a in enumerate(codes.AUTHORITIES)]
+        self.network.table(self.authority_cells, self.authority_rows, self.by_status, self.decided)
+        self.kind_rows = [self.cell(found["kind"], (t,), "measures", kind=t) for t in self.kinds]
+        self.kind_cells = [[within(self.kind_rows[i], "kind_status", (t, st), kind=t, status=st)
+                            for st in MEASURE_STATES] for i, t in enumerate(self.kinds)]
+        self.network.second_table(self.by_status, self.kind_cells, self.kind_rows, self.decided)
+        self.decided_by_month = [within(self.decided, "month", (m,), month=m) for m in self.months]
+        self.network.split(self.decided, self.decided_by_month)
+
+    def read_platforms(self):
+        found = _aggregate(self.db, _threats(self.ask), {
+            "all": [], "platform": ["platform"], "answered": ["answered"], "cell": ["platform", "answered"],
+            "month": ["month"]}, {
+            "answer": ("answer_time", ["platform"], None), "answer_month": ("answer_time", ["month"], None),
+            "answer_all": ("answer_time", [], None), "removal": ("removal_time", ["platform"], None),
+            "removal_all": ("removal_time", [], None)})
+        self.threats = found
+        self.reported = [self.cell(found["platform"], (p,), "threats", platform=p) for p in codes.PLATFORMS]
+        self.answers = [[self.cell(found["cell"], (p, a), "threats", platform=p, answered=a) for a in (1, 0)]
+                        for p in codes.PLATFORMS]
+        self.by_answer = [self.cell(found["answered"], (a,), "threats", answered=a) for a in (1, 0)]
+        self.reported_total = self.cell(found["all"], (), "threats")
+        self.network.table(self.answers, self.reported, self.by_answer, self.reported_total)
+        self.reported_by_month = [self.cell(found["month"], (m,), "threats", month=m) for m in self.months]
+        self.network.split(self.reported_total, self.reported_by_month)
+
+    def measure_types(self) -> dict[str, str]:
+        english = str(get_locale() or "es").startswith("en")
+        rows = self.db.execute(select(MeasureType.code, MeasureType.name_es, MeasureType.name_en)
+                               .order_by(MeasureType.category, MeasureType.code)).all()
+        return {code: (en if english else es) for code, es, en in rows}
+
+    # -- tables ----------------------------------------------------------------------------
+    def build(self) -> Report:
+        if self.db.get_bind().dialect.name == "postgresql":
+            # For this transaction only: the report's statements are large and run once, so JIT
+            # compiling them costs more than it saves (about a second at 100,000 cases), and the
+            # sorts of its percentiles fit in memory instead of spilling to disk.
+            self.db.execute(text("SET LOCAL jit = off"))
+            self.db.execute(text("SET LOCAL work_mem = '64MB'"))
+        self.read_stages()
+        self.read_backlog()
+        self.read_requests()
+        self.read_caseload()
+        self.read_measures()
+        self.read_platforms()
+        suppress(self.network, self.cells, self.k)
+        report = Report(self.ask.period, self.ask.filters, self.ask.as_of, self.internal, self.k, self.terms,
+                        cells=self.cells)
+        for table in (self.stages_table(), self.journey_table(), self.lateness_table(), self.backlog_table(),
+                      self.stage_months_table(), self.requests_table(), self.reasons_table(),
+                      *self.breakdown_tables(), self.measures_table("authority"), self.measures_table("kind"),
+                      self.platforms_table(), self.caseload_table(), self.trend_table()):
+            report.tables[table.key] = table
+        return report
+
+    def stages_table(self) -> Table:
+        rows = []
+        for i, s in enumerate(STAGES):
+            done = self.done["stage"].get((s,), NONE)
+            wait = self.waiting["stage_age"].get((s,), NONE)
+            rows.append(Row(s, STAGES[s], [
+                self.term_text(s), self.completed[s], self.on_time[s], self.late[s],
+                self.share(self.on_time[s], self.completed[s]), *[self.stat(done, x, self.completed[s].cases)
+                                                                  for x in ("median", "p90", "worst")],
+                self.waiting_by_stage[i], *[self.stat(wait, x, self.waiting_by_stage[i].cases)
+                                            for x in ("median", "worst")]], self.unit(s)))
+        return Table("stages", _l("Time taken at each stage, against the legal term"), [
+            Column("term", _l("Legal term"), "text"), Column("completed", _l("Completed in the period")),
+            Column("on_time", _l("On time")), Column("late", _l("Late")),
+            Column("on_time_share", _l("Share on time"), "share"), Column("median", _l("Median time"), "duration"),
+            Column("p90", _l("90th percentile"), "duration"), Column("worst", _l("Longest"), "duration"),
+            Column("waiting", _l("Still waiting at the end")),
+            Column("median_wait", _l("Median wait so far"), "duration"),
+            Column("longest_wait", _l("Longest wait so far"), "duration")], rows)
+
+    def journey_table(self) -> Table:
+        journey = self.done["journey"].get((), NONE)
+        return Table("journey", _l("From the request to the measures implemented"), [
+            Column("completed", _l("Measures implemented in the period")),
+            Column("median", _l("Median time"), "duration"), Column("p90", _l("90th percentile"), "duration"),
+            Column("worst", _l("Longest"), "duration")],
+            [Row("journey", _l("Request to measures implemented"),
+                 [self.completed["implementation"]] + [self.stat(journey, x, self.completed["implementation"].cases)
+                                                       for x in ("median", "p90", "worst")], "days")])
+
+    def lateness_table(self) -> Table:
+        return Table("lateness", _l("How late: stages by time taken, in multiples of the legal term"),
+                     [Column("on_time", _l("On time"))] + [Column(b, label) for b, (_, label) in LATE_BINS.items()]
+                     + [Column("completed", _l("Completed"))],
+                     [Row(s, STAGES[s], [self.on_time[s], *self.bins[s], self.completed[s]]) for s in STAGES])
+
+    def backlog_table(self) -> Table:
+        return Table("backlog", _l("Still waiting at the end of the period, by how long"),
+                     [Column(b, label) for b, (_, label) in AGE_BANDS.items()] + [Column("total", _l("Total"))],
+                     [Row(s, STAGES[s], [*self.backlog[i], self.waiting_by_stage[i]]) for i, s in enumerate(STAGES)],
+                     Row("total", _l("All stages (deadlines)"), [*self.band_totals, self.waiting_total]))
+
+    def stage_months_table(self) -> Table:
+        rows = []
+        for s in STAGES:
+            for i, m in enumerate(self.months):
+                done = self.done["stage_month"].get((s, m), NONE)
+                rows.append(Row(f"{s}:{self.month_labels[i]}", self.month_labels[i], [
+                    STAGES[s], self.by_month[s][i], self.on_time_by_month[s][i],
+                    self.share(self.on_time_by_month[s][i], self.by_month[s][i]),
+                    self.stat(done, "median", self.by_month[s][i].cases)],
+                    self.unit(s)))
+        return Table("stage_months", _l("Stages completed, month by month"), [
+            Column("stage", _l("Stage"), "text"), Column("completed", _l("Completed")),
+            Column("on_time", _l("On time")), Column("on_time_share", _l("Share on time"), "share"),
+            Column("median", _l("Median time"), "duration")], rows)
+
+    def acceptance(self, ext: Cell, ordinary: Cell, refused: Cell):
+        """Admitted among those decided, when all three are published."""
+        decided = ext.value + ordinary.value + refused.value
+        shown = ext.shown and ordinary.shown and refused.shown
+        return (ext.value + ordinary.value) / decided if shown and decided else None
+
+    def requests_table(self) -> Table:
+        return Table("requests", _l("Requests received and the triage decision, by month"),
+                     [Column("received", _l("Received"))] + [Column(o, label) for o, label in OUTCOMES.items()]
+                     + [Column("acceptance", _l("Acceptance rate"), "share")],
+                     [Row(m, self.month_labels[i], [self.received[i], *self.outcomes[i],
+                                                    self.acceptance(*self.outcomes[i][:3])])
+                      for i, m in enumerate(self.months)],
+                     Row("total", _l("The whole period"), [self.received_total, *self.outcome_totals,
+                                                           self.acceptance(*self.outcome_totals[:3])]),
+                     note=_l("Acceptance rate: requests admitted among those decided (admitted or not)."))
+
+    def reasons_table(self) -> Table:
+        return Table("reasons", _l("Why requests were not admitted"), [Column("count", _l("Requests"))],
+                     [Row(r, codes.NOT_ADMITTED_REASONS[r], [self.reasons[i]])
+                      for i, r in enumerate(codes.NOT_ADMITTED_REASONS)],
+                     Row("total", _l("Not admitted"), [self.outcome_totals[list(OUTCOMES).index("not_admitted")]]))
+
+    def breakdown_tables(self) -> list[Table]:
+        tables = []
+        for dim in BREAKDOWNS:
+            labels, timed = self.categories(dim), dim in TIMED_BREAKDOWNS
+            rows = []
+            for i, c in enumerate(labels):
+                values = [self.breakdowns[dim][i]]
+                if timed:
+                    triage = self.done[dim].get(("triage", c), NONE)
+                    implementation = self.done[dim].get(("implementation", c), NONE)
+                    implemented = self.floor(implementation.n, self.completed["implementation"])
+                    values += [self.stat(triage, "median", self.floor(triage.n, self.completed["triage"])),
+                               self.stat(implementation, "median", implemented),
+                               self.stat_share(implementation, implemented)]
+                rows.append(Row(c, labels[c], values))
+            columns = [Column("received", _l("Requests received"))]
+            if timed:
+                columns += [Column("triage_median", _l("Triage: median hours"), "hours"),
+                            Column("implementation_median", _l("Measures implemented: median days"), "days"),
+                            Column("implementation_on_time", _l("Measures implemented: share on time"), "share")]
+            tables.append(Table(f"by_{dim}", BREAKDOWN_TITLES[dim], columns, rows,
+                                Row("total", _l("All"), [self.received_total] + [None] * (len(columns) - 1))))
+        return tables
+
+    def measures_table(self, by: str) -> Table:
+        stats = self.measures
+        columns = ([Column("decided", _l("Decided"))] + [Column(st, label) for st, label in MEASURE_STATES.items()]
+                   + [Column("median", _l("Median days to implement"), "days"),
+                      Column("p90", _l("90th percentile"), "days"), Column("worst", _l("Longest"), "days")])
+        total = Row("total", _l("All measures"), [self.decided, *self.by_status] + [
+            self.stat(stats["s_all"].get((), NONE), x, self.by_status[0].cases) for x in ("median", "p90", "worst")])
+        if by == "authority":
+            labels, totals, cells = codes.AUTHORITIES, self.authority_rows, self.authority_cells
+            title = _l("Measures decided and implemented, by implementing authority")
+        else:
+            labels, totals, cells = self.kinds, self.kind_rows, self.kind_cells
+            title = _l("Measures decided and implemented, by type of measure")
+        # (The times are those of the implemented measures: the first status column.)
+        rows = [Row(key, labels[key], [totals[i], *cells[i]] + [
+            self.stat(stats[f"s_{by}"].get((key,), NONE), x, cells[i][0].cases) for x in ("median", "p90", "worst")])
+            for i, key in enumerate(labels)]
+        return Table("measures_authority" if by == "authority" else "measures_type", title, columns, rows, total)
+
+    def platforms_table(self) -> Table:
+        found = self.threats
+
+        def stats(answer: Agg, answered: Cell, removal: Agg) -> list:
+            removed = self.floor(removal.n, self.reported_total)
+            return [self.stat(answer, "median", answered.cases), self.stat(answer, "p90", answered.cases),
+                    self.stat(removal, "median", removed)]
+        return Table("platforms", _l("Online threats reported to the platforms"), [
+            Column("reported", _l("Reported")), Column("answered", _l("Answered")),
+            Column("unanswered", _l("No answer yet")),
+            Column("answer_median", _l("Median hours to answer"), "hours"),
+            Column("answer_p90", _l("90th percentile"), "hours"),
+            Column("removal_median", _l("Median hours to removal"), "hours")],
+            [Row(p, codes.PLATFORMS[p], [self.reported[i], *self.answers[i]] + stats(
+                found["answer"].get((p,), NONE), self.answers[i][0], found["removal"].get((p,), NONE)))
+             for i, p in enumerate(codes.PLATFORMS)],
+            Row("total", _l("All platforms"), [self.reported_total, *self.by_answer] + stats(
+                found["answer_all"].get((), NONE), self.by_answer[0], found["removal_all"].get((), NONE))))
+
+    def caseload_table(self) -> Table:
+        # Busiest first by the figures shown; a suppressed caseload goes after them in a fixed
+        # order, so that its place in the list tells nothing about its size.
+        people = sorted(self.load, key=lambda p: (not self.load[p][1].shown, -self.load[p][1].value
+                                                  if self.load[p][1].shown else 0, p))
+        names = _staff_names(self.db, people) if self.internal else {}
+        rows = [Row(str(n), names.get(p) or gettext("Caseworker %(n)d", n=n), list(self.load[p]))
+                for n, p in enumerate(people, start=1)]
+        rows.append(Row(NOBODY, _l("Not assigned"), [self.unassigned, None]))
+        return Table("caseload", _l("Caseload per caseworker"), [
+            Column("received", _l("Requests of the period assigned to them")),
+            Column("open", _l("Open cases at the end of the period"))], rows,
+            note=_l("Caseworkers are numbered by their open cases, most first; a case counts for the "
+                    "caseworker it is assigned to now."))
+
+    def trend_table(self) -> Table:
+        done, measures, threats = self.done["stage_month"], self.measures["s_month"], self.threats["answer_month"]
+
+        def median(s, i, m):
+            return self.stat(done.get((s, m), NONE), "median", self.by_month[s][i].cases)
+
+        rows = []
+        for i, m in enumerate(self.months):
+            implemented, answered = measures.get((m,), NONE), threats.get((m,), NONE)
+            rows.append(Row(m, self.month_labels[i], [
+                self.received[i], self.acceptance(*self.outcomes[i][:3]), median("triage", i, m),
+                median("risk_assessment", i, m), median("implementation", i, m),
+                self.share(self.on_time_by_month["implementation"][i], self.by_month["implementation"][i]),
+                self.decided_by_month[i],
+                self.stat(implemented, "median", self.floor(implemented.n, self.by_status[0])),
+                self.reported_by_month[i], self.stat(answered, "median", self.floor(answered.n, self.by_answer[0])),
+                self.open_at_month_end[i]]))
+        return Table("trend", _l("Month by month"), [
+            Column("received", _l("Requests received")), Column("acceptance", _l("Acceptance rate"), "share"),
+            Column("triage_median", _l("Triage: median hours"), "hours"),
+            Column("assessment_median", _l("Risk assessment: median days"), "days"),
+            Column("implementation_median", _l("Measures implemented: median days"), "days"),
+            Column("implementation_on_time", _l("Measures implemented: share on time"), "share"),
+            Column("measures_decided", _l("Measures decided")),
+            Column("measures_median", _l("Median days to implement a measure"), "days"),
+            Column("reported", _l("Online threats reported")),
+            Column("answer_median", _l("Median hours for a platform to answer"), "hours"),
+            Column("open", _l("Deadlines open at the end of the month"))], rows)
+
+
+def _staff_names(db: Session, ids) -> dict[str, str]:
+    from ..cases.service import staff_by_id
+    return {i: u.name for i, u in staff_by_id(db, ids).items() if u.name}
+
+
+def term_text(duration: int, unit: str) -> str:
+    if unit == "hours":
+        return ngettext("%(num)d hour", "%(num)d hours", duration)
+    if unit == "business_days":
+        return ngettext("%(num)d business day", "%(num)d business days", duration)
+    return ngettext("%(num)d natural day", "%(num)d natural days", duration)
+
+
+def build(db: Session, viewer: User, period: Period, filters: Filters) -> Report:
+    """The report for ``viewer``: suppressed for a donor, whole for a supervisor.
+
+    A report takes seconds at 100,000 cases (bench/RESULTS.md, "reports"), and one look
+    often asks for it several times (the page, then its PDF, CSV and JSON). So the last few
+    made are kept in this process while the data they came from is unchanged: every change
+    a report can see writes a case event or a clock (or a policy version), so the newest
+    event, the number of clocks and the newest policy say whether it still holds.
+    """
+    if viewer.role not in ("donor", "supervisor"):
+        raise PermissionDenied(_l("Only donors and supervisors read the delay reports."))
+    check_period(viewer, period)
+    builder = _Builder(db, viewer, period, filters)
+    state = db.execute(select(select(func.max(CaseEvent.id)).scalar_subquery(),
+                              select(func.count()).select_from(Clock).scalar_subquery(),
+                              select(func.max(DeadlinePolicy.id)).scalar_subquery())).one()
+    key = (tuple(state), builder.internal, builder.k, period, filters, builder.ask.as_of, str(get_locale()))
+    cache = current_app.extensions.setdefault("protect.reports", _Recent())
+    report = cache.get(key)
+    if report is None:
+        report = cache.put(key, builder.build())
+    return report
+
+
+class _Recent:
+    """The last few reports made, by what they were made of (least recently used out first)."""
+
+    SIZE = 16
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: OrderedDict = OrderedDict()
+
+    def get(self, key):
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        return None
+
+    def put(self, key, report: Report) -> Report:
+        with self.lock:
+            self.items[key] = report
+            while len(self.items) > self.SIZE:
+                self.items.popitem(last=False)
+        return report
+
+
+# -- exports and drill-down -------------------------------------------------------------
+
+def record_export(db: Session, viewer: User, report: Report, fmt: str, table: str | None = None) -> None:
+    """Every copy of the figures that leaves the site is audited (codes only)."""
+    audit.record(db, "report.exported", actor=viewer, format=fmt, table=table,
+                 first=report.period.first.isoformat(), last=report.period.last.isoformat(),
+                 suppressed=not report.internal, **report.filters.as_dict())
+
+
+DIMENSIONS: dict[str, dict[str, set[str] | None]] = {
+    "done": {"stage": set(STAGES), "month": None, "met": {"0", "1"}, "bin": set(LATE_BINS)},
+    "waiting": {"stage": set(STAGES), "band": set(AGE_BANDS), "assignee": None},
+    "open_at": {"month": None},
+    "requests": {"month": None, "outcome": set(OUTCOMES), "reason": set(codes.NOT_ADMITTED_REASONS),
+                 "assignee": None, **{dim: set(labels) for dim, labels in {**BREAKDOWNS}.items()}},
+    "measures": {"authority": set(codes.AUTHORITIES), "kind": None, "status": set(MEASURE_STATES), "month": None},
+    "threats": {"platform": set(codes.PLATFORMS), "answered": {"0", "1"}, "month": None},
+}
+DRILL_LIMIT = 500
+
+
+def figure_cases(db: Session, viewer: User, period: Period, filters: Filters, family: str,
+                 dims: dict[str, str]) -> tuple[list[Case], int]:
+    """The cases behind one figure of a supervisor's report (at most ``DRILL_LIMIT``, oldest first)."""
+    if viewer.role != "supervisor":
+        raise PermissionDenied(_l("Only supervisors see the cases behind the figures."))
+    check_period(viewer, period)
+    allowed = DIMENSIONS.get(family)
+    if allowed is None or any(k not in allowed or v not in (allowed[k] or {v}) for k, v in dims.items()):
+        raise NotFound(_l("There is no such figure."))
+    if "month" in dims and not (dims["month"].isdigit() and int(dims["month"]) < len(period.months)):
+        raise NotFound(_l("There is no such figure."))
+    ask = Ask(period, filters, min(period.end, utcnow()))
+    if family == "open_at":
+        end = local_midnight(next_month(period.months[int(dims.pop("month"))]))
+        family, ask = "waiting", Ask(period, filters, min(end, ask.as_of))
+    base = FAMILIES[family](ask).subquery()
+    ids = select(base.c.case_id).where(*[cast(base.c[k], String) == v for k, v in dims.items()]).distinct().subquery()
+    total = db.execute(select(func.count()).select_from(ids)).scalar_one()
+    cases = db.execute(select(Case).join(ids, ids.c.case_id == Case.id)
+                       .order_by(Case.submitted_at, Case.id).limit(DRILL_LIMIT)).scalars().all()
+    return list(cases), total
