@@ -254,8 +254,8 @@ def print_report(rows: list[dict], results: dict, args, seconds: float, extra: d
     total = sum(r["count"] for r in rows)
     views = [t for name, times in results["timings"].items() if name.startswith("GET") for t in times]
     mix = "without reports" if args.without_reports else "with reports"
-    print(f"\n## load — {args.users} users ({mix}), {seconds:.0f} s, gunicorn {args.workers}×{args.threads} "
-          f"gthread\n")
+    print(f"\n## load — {args.users} users ({mix}, think {args.think} s), {seconds:.0f} s, "
+          f"gunicorn {args.workers}×{args.threads} gthread\n")
     print(f"Machine: {machine()}. Load average before/after: {extra['load_before']} / {extra['load_after']}.\n")
     print("| kind | requests | req/s | p50 ms | p95 ms | p99 ms | max ms | statuses | 5xx |")
     print("|---|---:|---:|---:|---:|---:|---:|---|---:|")
@@ -291,6 +291,8 @@ def main() -> None:
     parser.add_argument("--journalists", type=int, default=60)
     parser.add_argument("--donors", type=int, default=10)
     parser.add_argument("--sweep-every", type=float, default=5)
+    parser.add_argument("--think", default="1,4",
+                        help="seconds between a person's requests, min,max (donors read 5-15x the min)")
     parser.add_argument("--without-reports", action="store_true",
                         help="no donors and no report for supervisors: the rest of the workload alone")
     parser.add_argument("--json", type=Path, default=OUT / "load.json")
@@ -338,7 +340,7 @@ def main() -> None:
              "--users", str(args.users), "--spawn-rate", str(args.spawn_rate), "--run-time", f"{args.seconds}s",
              "--stop-timeout", "10", "--only-summary", "--loglevel", "WARNING", "--csv", str(OUT / "load")],
             cwd=ROOT, env=dict(os.environ, LOAD_PEOPLE=str(people_file), LOAD_RESULTS=str(results_file),
-                               LOAD_REPORTS="0" if args.without_reports else "1"))
+                               LOAD_REPORTS="0" if args.without_reports else "1", LOAD_THINK=args.think))
         while locust.poll() is None:
             extra["locust_cpu"] = cpu_seconds(locust)
             time.sleep(1)

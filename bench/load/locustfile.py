@@ -26,6 +26,8 @@ from locust import HttpUser, between, events, task
 PEOPLE = json.loads(open(os.environ["LOAD_PEOPLE"]).read())
 # bench/load.py --without-reports: no donors, no report for supervisors (to measure the rest alone).
 REPORTS = os.environ.get("LOAD_REPORTS", "1") == "1"
+# Seconds a person spends on a page before the next request (bench/load.py --think).
+THINK = tuple(float(x) for x in os.environ.get("LOAD_THINK", "1,4").split(","))
 TOKEN_RE = re.compile(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"')
 CASE_LINK_RE = re.compile(r'href="/cases/([0-9a-f]{32})"')
 EVIDENCE_BYTES = 20 * 1024
@@ -91,7 +93,7 @@ class Person(HttpUser):
 
 class Journalist(Person):
     weight = 60
-    wait_time = between(1, 4)
+    wait_time = between(*THINK)
 
     def on_start(self):
         self.me = next(_journalists)
@@ -158,7 +160,7 @@ class Staff(Person):
 
 class Caseworker(Staff):
     weight = 25
-    wait_time = between(1, 4)
+    wait_time = between(*THINK)
     sessions = _caseworkers
 
     @task(4)
@@ -198,7 +200,7 @@ class Caseworker(Staff):
 
 class Supervisor(Staff):
     weight = 5
-    wait_time = between(1, 4)
+    wait_time = between(*THINK)
     sessions = _supervisors
 
     @task(3)
@@ -217,7 +219,7 @@ class Supervisor(Staff):
 
 class Donor(Person):
     weight = 10 if REPORTS else 0
-    wait_time = between(5, 15)  # reading the report takes a while
+    wait_time = between(5 * THINK[0], 15 * THINK[0])  # reading the report takes a while
 
     def on_start(self):
         me = next(_donors)

@@ -230,7 +230,8 @@ def _disk_errors() -> Iterator[None]:
         raise
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a directory's new entries (a renamed file) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -264,7 +265,7 @@ class LocalBlobStore(BlobStore):
         if create_dir:
             try:
                 os.mkdir(fan, 0o700)
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
             except FileExistsError:
                 pass
         # A planted symlink could point the fan-out directory elsewhere; the
@@ -296,7 +297,7 @@ class LocalBlobStore(BlobStore):
         except FileNotFoundError:
             return
         # Deleting sensitive material should survive a crash too.
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def _stat(self, blob_id: str) -> os.stat_result | None:
         try:
@@ -382,7 +383,7 @@ class _LocalWriter(BlobWriter):
             # Should this fsync fail, the complete blob stays visible but the
             # caller sees an error and never records the id: an orphan, not a
             # partial blob.
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
 
     def _abort(self) -> None:
         if self._fd >= 0:

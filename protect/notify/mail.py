@@ -272,18 +272,26 @@ def message_id(key: str) -> str:
     return f"<{hashlib.sha256(key.encode()).hexdigest()[:40]}@{domain}>"
 
 
-def _claim(session: Session, now: datetime, limit: int) -> Sequence[Row]:
-    due = OutboxEmail.state.in_(("pending", "sending")) & (OutboxEmail.next_attempt_at <= now)
-    ids = select(OutboxEmail.id).where(due).order_by(OutboxEmail.next_attempt_at).limit(limit)
+def claim_due(session: Session, outbox, now: datetime, limit: int, *returning) -> Sequence[Row]:
+    """Claim up to ``limit`` due rows of an outbox model (this e-mail one, the vault's
+    webhook one): pending (or sending past its lease) → sending, attempts + 1, leased;
+    committed, so no other sender takes them. Returns ``returning`` of each row."""
+    due = outbox.state.in_(("pending", "sending")) & (outbox.next_attempt_at <= now)
+    ids = select(outbox.id).where(due).order_by(outbox.next_attempt_at).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         ids = ids.with_for_update(skip_locked=True)
-    statement = (update(OutboxEmail).where(OutboxEmail.id.in_(ids.scalar_subquery()), due)
-                 .values(state="sending", attempts=OutboxEmail.attempts + 1, next_attempt_at=now + lease())
-                 .returning(OutboxEmail.id, OutboxEmail.key, OutboxEmail.user_id, OutboxEmail.release_id,
-                            OutboxEmail.language, OutboxEmail.subject, OutboxEmail.body, OutboxEmail.attempts))
+    statement = (update(outbox).where(outbox.id.in_(ids.scalar_subquery()), due)
+                 .values(state="sending", attempts=outbox.attempts + 1, next_attempt_at=now + lease())
+                 .returning(*returning))
     rows = session.execute(statement, execution_options={"synchronize_session": False}).all()
     session.commit()
     return rows
+
+
+def _claim(session: Session, now: datetime, limit: int) -> Sequence[Row]:
+    return claim_due(session, OutboxEmail, now, limit, OutboxEmail.id, OutboxEmail.key, OutboxEmail.user_id,
+                     OutboxEmail.release_id, OutboxEmail.language, OutboxEmail.subject, OutboxEmail.body,
+                     OutboxEmail.attempts)
 
 
 class _Connection:

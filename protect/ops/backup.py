@@ -59,7 +59,7 @@ from sqlalchemy.orm import Session
 
 from ..audit import service as audit
 from ..crypto import agefile
-from ..crypto.blobs import BlobError, BlobNotFound, BlobStore, validate_blob_id
+from ..crypto.blobs import BlobError, BlobNotFound, BlobStore, fsync_dir, validate_blob_id
 from ..extensions import db
 from ..vault.service import _known_blob_ids
 
@@ -172,14 +172,6 @@ def _hash_file(path: Path) -> dict:
             sha.update(chunk)
             size += len(chunk)
     return {"sha256": sha.hexdigest(), "size": size}
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- the database -------------------------------------------------------------------
@@ -303,7 +295,7 @@ def _put_sqlite_in_place(staged: Path, target: Path) -> None:
     for suffix in ("-wal", "-shm"):  # the empty database's, which would spoil the new one
         Path(f"{target}{suffix}").unlink(missing_ok=True)
     os.replace(staged, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def _load_postgresql(src: Path, identities: list[str]) -> None:
@@ -448,11 +440,11 @@ def create_backup(dest: Path, recipients: list[str], *, include_keys: bool = Tru
         _write_part(work / MANIFEST, recipients, lambda out: out.write(body), compress=False)
         for directory in [*(p for p in (work / BLOBS).glob("*") if p.is_dir()), work / BLOBS, work]:
             if directory.exists():
-                _fsync_dir(directory)
+                fsync_dir(directory)
         if dest.exists():
             dest.rmdir()
         os.rename(work, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -531,7 +523,7 @@ def _write_keys(keys: dict[str, str], written: list[Path]) -> None:
             written.append(path)
             fh.write(f"{b64}\n".encode())
     if keys:
-        _fsync_dir(keys_dir)
+        fsync_dir(keys_dir)
 
 
 def restore_backup(src: Path, identities: list[str], *, echo: Echo = lambda line: None) -> Summary:

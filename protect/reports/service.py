@@ -28,7 +28,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from flask import current_app
 from flask_babel import get_locale, gettext, ngettext
@@ -968,7 +968,9 @@ def build(db: Session, viewer: User, period: Period, filters: Filters) -> Report
     often asks for it several times (the page, then its PDF, CSV and JSON). So the last few
     made are kept in this process while the data they came from is unchanged: every change
     a report can see writes a case event or a clock (or a policy version), so the newest
-    event, the number of clocks and the newest policy say whether it still holds.
+    event, the number of clocks and the newest policy say whether it still holds. While
+    requests keep arriving that is never for long, so a report younger than
+    ``report_max_age_seconds`` is shown again anyway, with the time it is "as of".
     """
     if viewer.role not in ("donor", "supervisor"):
         raise PermissionDenied(_l("Only donors and supervisors read the delay reports."))
@@ -977,12 +979,21 @@ def build(db: Session, viewer: User, period: Period, filters: Filters) -> Report
     state = db.execute(select(select(func.max(CaseEvent.id)).scalar_subquery(),
                               select(func.count()).select_from(Clock).scalar_subquery(),
                               select(func.max(DeadlinePolicy.id)).scalar_subquery())).one()
-    key = (tuple(state), builder.internal, builder.k, period, filters, builder.ask.as_of, str(get_locale()))
+    key = (builder.internal, builder.k, period, filters, str(get_locale()))
     cache = current_app.extensions.setdefault("protect.reports", _Recent())
-    report = cache.get(key)
-    if report is None:
-        report = cache.put(key, builder.build())
-    return report
+    now, max_age = utcnow(), timedelta(seconds=current_app.extensions["protect.settings"].report_max_age_seconds)
+    made = cache.get(key)
+    if made is None or not ((made.state, made.report.as_of) == (tuple(state), builder.ask.as_of)
+                            or now - made.at < max_age):
+        made = cache.put(key, _Made(builder.build(), tuple(state), now))
+    return made.report
+
+
+@dataclass(frozen=True)
+class _Made:
+    report: Report
+    state: tuple  # what it was made of (newest event, clocks, newest policy)
+    at: datetime
 
 
 class _Recent:
@@ -1001,12 +1012,12 @@ class _Recent:
                 return self.items[key]
         return None
 
-    def put(self, key, report: Report) -> Report:
+    def put(self, key, made: _Made) -> _Made:
         with self.lock:
-            self.items[key] = report
+            self.items[key] = made
             while len(self.items) > self.SIZE:
                 self.items.popitem(last=False)
-        return report
+        return made
 
 
 # -- exports and drill-down -------------------------------------------------------------

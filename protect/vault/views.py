@@ -361,40 +361,39 @@ def _render_settings(vault: Vault, status: int = 200, **given):
     return render_template("vault/settings.html", **_page_context(vault), **page_forms), status
 
 
+def _settings_change(vault: Vault, form_name: str, form, change, success: str):
+    """One of the settings page's forms: saved and back to the page, or the page again with its errors."""
+    if form.validate_on_submit():
+        if attempt(lambda: change(form), form=form, success=success) is not REFUSED:
+            return redirect(url_for("vault.settings", vault_id=vault.id))
+    return _render_settings(vault, 422, **{form_name: form})
+
+
 @bp.route("/<vault_id>/settings", methods=["GET", "POST"])
 def settings(vault_id: str):
     vault = _own(vault_id)
     if request.method == "GET":
         return _render_settings(vault)
-    form = forms.SettingsForm()
-    if form.validate_on_submit():
-        if attempt(lambda: service.update_settings(db.session, _user(), vault,
-                                                   form.schedule(service.Schedule.of(vault))),
-                   form=form, success=_("The schedule and protections were saved.")) is not REFUSED:
-            return redirect(url_for("vault.settings", vault_id=vault.id))
-    return _render_settings(vault, 422, settings_form=form)
+    return _settings_change(
+        vault, "settings_form", forms.SettingsForm(),
+        lambda form: service.update_settings(db.session, _user(), vault, form.schedule(service.Schedule.of(vault))),
+        _("The schedule and protections were saved."))
 
 
 @bp.route("/<vault_id>/rename", methods=["POST"])
 def rename(vault_id: str):
     vault = _own(vault_id)
-    form = forms.RenameForm()
-    if form.validate_on_submit():
-        if attempt(lambda: service.rename(db.session, _user(), vault, form.title.data), form=form,
-                   success=_("The vault was renamed.")) is not REFUSED:
-            return redirect(url_for("vault.settings", vault_id=vault.id))
-    return _render_settings(vault, 422, rename_form=form)
+    return _settings_change(vault, "rename_form", forms.RenameForm(),
+                            lambda form: service.rename(db.session, _user(), vault, form.title.data),
+                            _("The vault was renamed."))
 
 
 @bp.route("/<vault_id>/webhook", methods=["POST"])
 def webhook(vault_id: str):
     vault = _own(vault_id)
-    form = forms.WebhookForm()
-    if form.validate_on_submit():
-        if attempt(lambda: service.set_webhook(db.session, _user(), vault, form.webhook_url.data), form=form,
-                   success=_("The messaging bridge was saved.")) is not REFUSED:
-            return redirect(url_for("vault.settings", vault_id=vault.id))
-    return _render_settings(vault, 422, webhook_form=form)
+    return _settings_change(vault, "webhook_form", forms.WebhookForm(),
+                            lambda form: service.set_webhook(db.session, _user(), vault, form.webhook_url.data),
+                            _("The messaging bridge was saved."))
 
 
 def _render_pins(vault: Vault, status: int = 200, **given):

@@ -35,7 +35,7 @@ from sqlalchemy import Row, Table, select, update
 
 from ..extensions import Session, utcnow
 from ..notify.bulk import insert_new
-from ..notify.mail import DeliveryResult, backoff, lease
+from ..notify.mail import DeliveryResult, backoff, claim_due
 from .models import Vault, WebhookMessage
 
 log = logging.getLogger(__name__)
@@ -114,18 +114,8 @@ def _error(exc: Exception) -> str:
 
 
 def _claim(session: Session, now: datetime, limit: int) -> Sequence[Row]:
-    due = WebhookMessage.state.in_(("pending", "sending")) & (WebhookMessage.next_attempt_at <= now)
-    ids = select(WebhookMessage.id).where(due).order_by(WebhookMessage.next_attempt_at).limit(limit)
-    if session.get_bind().dialect.name == "postgresql":
-        ids = ids.with_for_update(skip_locked=True)
-    statement = (update(WebhookMessage).where(WebhookMessage.id.in_(ids.scalar_subquery()), due)
-                 .values(state="sending", attempts=WebhookMessage.attempts + 1,
-                         next_attempt_at=now + lease())
-                 .returning(WebhookMessage.id, WebhookMessage.key, WebhookMessage.vault_id,
-                            WebhookMessage.kind, WebhookMessage.data, WebhookMessage.attempts))
-    rows = session.execute(statement, execution_options={"synchronize_session": False}).all()
-    session.commit()
-    return rows
+    return claim_due(session, WebhookMessage, now, limit, WebhookMessage.id, WebhookMessage.key,
+                     WebhookMessage.vault_id, WebhookMessage.kind, WebhookMessage.data, WebhookMessage.attempts)
 
 
 def deliver(session: Session, now: datetime | None = None, *, limit: int = 200) -> DeliveryResult:

@@ -13,11 +13,13 @@ from protect.accounts.models import User
 from protect.audit.models import AuditEntry
 from protect.cases import service as cases
 from protect.crypto import agefile
+from protect.crypto.blobs import blob_store_from_url
 from protect.crypto.uploads import EncryptedUpload
 from protect.extensions import Now, db
 from protect.notify.models import Notification
 from protect.vault import service as vault_service
 from protect.vault.service import Schedule
+from tests.crypto.conftest import aws_credentials, moto_server, s3_bucket, s3_client  # noqa: F401
 
 PIN = "482916"
 DURESS = "739105"
@@ -138,3 +140,13 @@ def note_count() -> int:
 def audits(action: str) -> list[AuditEntry]:
     return list(db.session.execute(select(AuditEntry).where(AuditEntry.action == action)
                                    .order_by(AuditEntry.id)).scalars())
+
+
+@pytest.fixture(params=["local", "s3"])
+def blobs(request, app):
+    """Run a test against the local blob store and against S3 (moto's server)."""
+    if request.param == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        app.extensions["protect.blobs"] = blob_store_from_url(
+            f"s3://{bucket}/vault", endpoint_url=request.getfixturevalue("moto_server"))
+    return app.extensions["protect.blobs"]

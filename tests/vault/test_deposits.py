@@ -230,6 +230,22 @@ def test_coerced_deletion_is_delayed_and_the_caseworker_told(people, clock):
     assert vs.sweep(db.session).deposits_deleted == 0
 
 
+def test_deposit_and_shred_on_either_blob_store(people, clock, blobs):
+    """A file deposited is an age file in the store (local or S3) that the recipient's key
+    opens; deleting it removes the blob; the garbage collector then finds nothing to do."""
+    key = new_key()
+    vault = make_vault(people, key=key)
+    deposit = vs.add_file_deposit(db.session, people["journalist"], vault, upload(vault, DATA))
+    db.session.commit()
+    stored = blob_bytes(deposit.blob_id)
+    assert DATA[:20] not in stored and decrypt(stored, [key[0]]) == DATA
+    blob_id = deposit.blob_id
+    vs.delete_deposit(db.session, people["journalist"], vault, deposit)
+    db.session.commit()
+    assert not blob_exists(blob_id) and blob_id not in set(blobs.ids())
+    assert vs.collect_garbage(db.session) == 0
+
+
 def test_deleting_a_vault_destroys_its_key_and_blobs(people, clock):
     j = people["journalist"]
     protected = make_vault(people, schedule=Schedule(coerced_deletion_protection=True, deletion_delay_hours=24))

@@ -20,14 +20,12 @@ import pytest
 from flask import current_app
 from sqlalchemy import select
 
-from protect.crypto.blobs import blob_store_from_url
 from protect.crypto.uploads import EncryptedUpload
 from protect.extensions import db
 from protect.vault import release as rs
 from protect.vault import service as vs
 from protect.vault.models import Recipient, Release, ReleaseDownload
 from tests.conftest import csrf_token
-from tests.crypto.conftest import aws_credentials, moto_server, s3_bucket, s3_client  # noqa: F401
 
 from .conftest import audits, make_vault, upload
 
@@ -35,16 +33,6 @@ AGE = "/usr/bin/age"
 CODE = "entregado-en-mano-2026"
 DATA = b"%PDF-1.7 contratos " + os.urandom(150 * 1024)  # three age chunks
 NOTE = "Fuente: el tesorero municipal, reunión del 3 de mayo"
-
-
-@pytest.fixture(params=["local", "s3"])
-def blobs(request, app):
-    """Run a test against the local blob store and against S3 (moto)."""
-    if request.param == "s3":
-        bucket = request.getfixturevalue("s3_bucket")
-        app.extensions["protect.blobs"] = blob_store_from_url(
-            f"s3://{bucket}/vault", endpoint_url=request.getfixturevalue("moto_server"))
-    return app.extensions["protect.blobs"]
 
 
 def release_vault(people, clock, *, recipients_only=False, keyless=True, per_file=1, files=None):
