@@ -37,7 +37,9 @@ def upload():
 
 
 def make(overrides: dict, recipient: str, max_bytes: int):
-    app = create_app(overrides)
+    # No embedded sweeper: it would sweep (and collect the blobs of) the database the
+    # tests share, at moments no test chose.
+    app = create_app({"sweep_interval_seconds": 0, **overrides})
     app.config.update(UPLOAD_RECIPIENT=recipient, UPLOAD_MAX_BYTES=max_bytes)
     app.register_blueprint(bp)
     app.extensions["protect.policy"]["uploadtest.upload"] = Who.PUBLIC
