@@ -405,10 +405,16 @@ def is_codepositor(db: Session, user, vault: Vault) -> bool:
         CoDepositor.vault_id == vault.id, CoDepositor.user_id == user.id)).first() is not None
 
 
+def _looks_deleted(vault: Vault) -> bool:
+    """Deleted by its owner during a concealed release: kept until the release is done,
+    but to whoever holds the phone it must look gone, as an unprotected deletion is."""
+    return vault.delete_after is not None and concealed(vault) and not vault.coerced_deletion_protection
+
+
 def get_vault(db: Session, user, vault_id: str) -> Vault:
     """The vault, for its owner only; anyone else (staff included) gets NotFound."""
     vault = db.get(Vault, vault_id) if _valid_id(vault_id) else None
-    if vault is None or not is_owner(user, vault) or user.role != "journalist":
+    if vault is None or not is_owner(user, vault) or user.role != "journalist" or _looks_deleted(vault):
         raise NotFound(_l("No such vault."))
     return vault
 
@@ -416,7 +422,7 @@ def get_vault(db: Session, user, vault_id: str) -> Vault:
 def get_vault_for_deposit(db: Session, user, vault_id: str) -> Vault:
     """The vault, for its owner or a co-depositor (who may only add deposits)."""
     vault = db.get(Vault, vault_id) if _valid_id(vault_id) else None
-    if vault is None or user is None or user.role != "journalist" or not (
+    if vault is None or user is None or user.role != "journalist" or _looks_deleted(vault) or not (
             is_owner(user, vault) or is_codepositor(db, user, vault)):
         raise NotFound(_l("No such vault."))
     return vault
@@ -425,8 +431,8 @@ def get_vault_for_deposit(db: Session, user, vault_id: str) -> Vault:
 def list_vaults(db: Session, user) -> list[Vault]:
     if user.role != "journalist":
         return []
-    return list(db.execute(select(Vault).where(Vault.owner_id == user.id)
-                           .order_by(Vault.created_at)).scalars())
+    return [vault for vault in db.execute(select(Vault).where(Vault.owner_id == user.id)
+                                          .order_by(Vault.created_at)).scalars() if not _looks_deleted(vault)]
 
 
 def codeposit_vaults(db: Session, user) -> list[Vault]:
@@ -993,9 +999,11 @@ def deposits(db: Session, user: User, vault: Vault) -> list[DepositInfo]:
     if not owner and not (user.role == "journalist" and is_codepositor(db, user, vault)):
         raise NotFound(_l("No such vault."))
     show_names = owner and not vault.recipients_only
+    # Deletions a concealed release holds back look done (delete_deposit).
+    held_back = concealed(vault) and not vault.coerced_deletion_protection
     return [DepositInfo(d.id, d.kind, d.filename if show_names and d.kind == "file" else None, d.size,
                         d.created_at, d.delete_after, d.created_by_id == user.id)
-            for d in _live_deposits(db, vault)]
+            for d in _live_deposits(db, vault) if not (held_back and d.delete_after is not None)]
 
 
 def _staff_notes(db: Session, vault: Vault, kind: str, key: str, **data) -> list[dict]:
@@ -1026,15 +1034,19 @@ def delete_deposit(db: Session, actor: User, vault: Vault, deposit: Deposit) -> 
         raise NotFound(_l("No such deposit."))
     now = utcnow()
     if vault.coerced_deletion_protection or concealed(vault):
+        # During a concealed release the deletion waits too; without the protection on, it
+        # must look done at once to whoever holds the phone (a delay would give the release away).
+        looks_done = not vault.coerced_deletion_protection
         if deposit.delete_after is None:
             deposit.delete_after = now + timedelta(hours=vault.deletion_delay_hours)
             notify_many(db, _staff_notes(db, vault, "vault_deletion_scheduled",
                                          f"vault:{vault.id}:delete:{deposit.id}:{_stamp(now)}",
                                          deposit=deposit.id, delete_after=deposit.delete_after.isoformat()))
-            _event(db, vault.id, "deposit_deletion_scheduled", actor=actor, at=now, deposit=deposit.id)
+            _event(db, vault.id, "deposit_deleted" if looks_done else "deposit_deletion_scheduled",
+                   actor=actor, at=now, deposit=deposit.id)
             _audit(db, "deposit_deletion_scheduled", vault.id, actor, deposit=deposit.id,
                    delay_hours=vault.deletion_delay_hours)
-        return "scheduled"
+        return "deleted" if looks_done else "scheduled"
     _shred_deposit(db, deposit, now)
     _event(db, vault.id, "deposit_deleted", actor=actor, at=now, deposit=deposit.id)
     _audit(db, "deposit_deleted", vault.id, actor, deposit=deposit.id)
@@ -1066,6 +1078,7 @@ def delete_vault(db: Session, owner: User, vault: Vault) -> str:
     _require_owner(owner, vault)
     now = utcnow()
     if vault.coerced_deletion_protection or concealed(vault):
+        looks_done = not vault.coerced_deletion_protection  # as for a deposit (delete_deposit)
         if vault.delete_after is None:
             vault.delete_after = now + timedelta(hours=vault.deletion_delay_hours)
             _touch(vault, now)
@@ -1075,7 +1088,7 @@ def delete_vault(db: Session, owner: User, vault: Vault) -> str:
             _event(db, vault.id, "deletion_scheduled", actor=owner, at=now)
             _audit(db, "deletion_scheduled", vault.id, owner, delay_hours=vault.deletion_delay_hours)
             _flush(db)
-        return "scheduled"
+        return "deleted" if looks_done else "scheduled"
     _flush(db)
     vault_id, version = vault.id, vault.version
     claimed = rowcount(db.execute(update(V).where(V.c.id == vault_id, V.c.version == version)

@@ -19,7 +19,7 @@ from protect.vault import service as vs
 from protect.vault.models import Deposit, OrphanBlob, Vault, VaultEvent
 from protect.vault.service import Schedule
 
-from .conftest import PIN, audits, blob_bytes, blob_exists, decrypt, make_vault, new_key, notes, open_case, upload
+from .conftest import DURESS, PIN, audits, blob_bytes, blob_exists, decrypt, make_vault, new_key, notes, open_case, upload
 
 AGE = "/usr/bin/age"
 DATA = b"%PDF-1.7 contratos " + os.urandom(150 * 1024)  # three age chunks
@@ -203,6 +203,27 @@ def test_a_rolled_back_deposit_leaves_no_blob(people):
     assert not blob_exists(blob_id)
 
 
+def test_a_deletion_during_a_concealed_release_looks_done_but_waits(people, clock):
+    """After a duress PIN started a hidden release, a deletion by whoever holds the phone
+    must look as it always does without the protection (gone at once), or the delay
+    would give the release away; the file still goes to the recipients, the caseworker is told."""
+    open_case(people)
+    j, cw = people["journalist"], people["caseworker"]
+    vault = make_vault(people, schedule=Schedule(duress_action="alert_and_release"))
+    deposit = vs.add_file_deposit(db.session, j, vault, upload(vault, DATA, "a.pdf"))
+    db.session.commit()
+    vs.check_in(db.session, vault, DURESS)
+    db.session.commit()
+    assert vault.state == "pending_release" and vs.shown_state(vault) == "armed"
+    assert vs.delete_deposit(db.session, j, vault, deposit) == "deleted"
+    db.session.commit()
+    assert vs.deposits(db.session, j, vault) == []
+    kinds = [e.kind for e in vs.timeline(db.session, j, vault)]
+    assert kinds[-1] == "deposit_deleted" and "deposit_deletion_scheduled" not in kinds
+    assert blob_exists(deposit.blob_id) and deposit.deleted_at is None
+    assert {n.user_id for n in notes("vault_deletion_scheduled")} >= {cw.id}
+
+
 def test_coerced_deletion_is_delayed_and_the_caseworker_told(people, clock):
     open_case(people)
     j, cw = people["journalist"], people["caseworker"]
@@ -363,10 +384,16 @@ def test_deleting_during_a_concealed_release_is_delayed(people, clock):
     db.session.commit()
     vs.check_in(db.session, vault, "739105")  # the duress PIN: the release starts, concealed
     db.session.commit()
-    assert vs.delete_deposit(db.session, j, vault, deposit) == "scheduled"
-    assert vs.delete_vault(db.session, j, vault) == "scheduled"
+    # Without the protection both look done at once (a delay would give the release away)...
+    assert vs.delete_deposit(db.session, j, vault, deposit) == "deleted"
+    assert vs.delete_vault(db.session, j, vault) == "deleted"
     db.session.commit()
+    assert vs.list_vaults(db.session, j) == []
+    with pytest.raises(NotFound):
+        vs.get_vault(db.session, j, vault.id)
+    # ... but wait, so the release goes on.
     assert blob_exists(deposit.blob_id) and db.session.get(Vault, vault.id) is not None
+    assert vault.delete_after is not None
 
 
 def test_rename(people):
