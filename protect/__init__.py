@@ -9,6 +9,7 @@ from flask import Flask
 from flask_babel import format_datetime, get_locale
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from .crypto.blobs import blob_store_from_url
 from .crypto.keyring import load_keyring
@@ -77,6 +78,7 @@ def _init_extensions(app: Flask) -> None:
     from .security import access, sessions  # noqa: F401  (sessions registers the user loader)
     uploads.install(app)
     db.init_app(app)
+    app.teardown_appcontext(_end_session)  # runs before Flask-SQLAlchemy's own (registered first)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True,
                      compare_type=True)
     login_manager.init_app(app)
@@ -91,6 +93,16 @@ def _init_extensions(app: Flask) -> None:
     limiter.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
     logging.getLogger("protect").setLevel(logging.INFO)
+
+
+def _end_session(_exc) -> None:
+    """End the request's session; a connection the database dropped (a restart) cannot
+    even be rolled back, and must not turn the answer already made into a 500."""
+    try:
+        db.session.remove()
+    except OperationalError as exc:
+        logging.getLogger("protect").warning("database connection lost while ending a session: %s",
+                                             type(exc.orig).__name__)
 
 
 def _register(app: Flask) -> None:

@@ -161,3 +161,22 @@ def test_postgres_restarted_under_load(postgres, tmp_path):
         db.engine.dispose()
     lost = [body for body in acknowledged if body not in stored]
     assert not lost, f"{len(lost)} acknowledged messages lost: {lost[:5]}"
+
+
+def test_a_connection_lost_at_the_end_of_a_request_does_not_spoil_its_answer(app, client, monkeypatch):
+    """PostgreSQL restarted between the answer and the session's end: the rollback on the
+    dropped connection fails, and the answer already made still goes out (was a 500)."""
+    from sqlalchemy.exc import OperationalError
+
+    remove = db.session.remove
+    calls = []
+
+    def dropped():
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("ROLLBACK", {}, Exception("terminating connection due to administrator command"))
+        remove()
+
+    monkeypatch.setattr(db.session, "remove", dropped)
+    response = client.get("/login")
+    assert response.status_code == 200 and calls
