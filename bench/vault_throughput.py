@@ -345,7 +345,7 @@ def bench_vault_http(src: Path, size: int, workdir: Path, rounds: int) -> dict[s
                 vaults.delete_deposit(db.session, owner, vault, deposit)
             db.session.commit()
 
-    with _gunicorn(env, "app:app", "/health") as (port, worker):
+    with _gunicorn(env, "app:app", "/healthz") as (port, worker):
         cookie, token = _form_page(port, "/login", "")
         status, headers, _ = _http(port, "POST", "/login", {"email": email, "password": password,
                                                             "csrf_token": token}, cookie)

@@ -19,7 +19,6 @@ from flask import (
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
-from sqlalchemy import text
 from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -52,12 +51,6 @@ def index():
     if current_user.is_authenticated:
         return redirect(url_for(home_endpoint(current_user)))
     return redirect(url_for("accounts.login"))
-
-
-@bp.route("/health")
-def health():
-    db.session.execute(text("SELECT 1"))
-    return {"status": "ok"}
 
 
 @bp.route("/language", methods=["POST"])

@@ -27,7 +27,6 @@ J, C, S, D, A = "journalist", "caseworker", "supervisor", "donor", "admin"
 POLICY: dict[str, Who | frozenset[str]] = {
     "static": Who.PUBLIC,
     "main.index": Who.PUBLIC,
-    "main.health": Who.PUBLIC,
     "main.set_language": Who.PUBLIC,
     "accounts.login": Who.PUBLIC,
     "accounts.second_factor": Who.PASSWORD_OK,

@@ -218,7 +218,7 @@ def live_upload_server(app, database_url, tmp_path, identity):
     base = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
-            requests.get(base + "/health", timeout=1)
+            requests.get(base + "/healthz", timeout=1)
             break
         except requests.ConnectionError:
             time.sleep(0.1)
