@@ -361,12 +361,18 @@ def _render_settings(vault: Vault, status: int = 200, **given):
     return render_template("vault/settings.html", **_page_context(vault), **page_forms), status
 
 
-def _settings_change(vault: Vault, form_name: str, form, change, success: str):
-    """One of the settings page's forms: saved and back to the page, or the page again with its errors."""
+def _saved(form, change, success: str, page: str, vault: Vault, render):
+    """A page's form: saved and back to ``page``, or ``render(form)`` again with its errors (422)."""
     if form.validate_on_submit():
         if attempt(lambda: change(form), form=form, success=success) is not REFUSED:
-            return redirect(url_for("vault.settings", vault_id=vault.id))
-    return _render_settings(vault, 422, **{form_name: form})
+            return redirect(url_for(page, vault_id=vault.id))
+    return render(form)
+
+
+def _settings_change(vault: Vault, form_name: str, form, change, success: str):
+    """One of the settings page's three forms."""
+    return _saved(form, change, success, "vault.settings", vault,
+                  lambda form: _render_settings(vault, 422, **{form_name: form}))
 
 
 @bp.route("/<vault_id>/settings", methods=["GET", "POST"])
@@ -424,14 +430,14 @@ def pins(vault_id: str):
 @bp.route("/<vault_id>/duress-action", methods=["POST"])
 def duress_action(vault_id: str):
     vault = _own(vault_id)
-    form = forms.DuressActionForm()
-    if form.validate_on_submit():
+
+    def change(form):
         schedule = service.Schedule.of(vault)
         schedule.duress_action = form.duress_action.data
-        if attempt(lambda: service.update_settings(db.session, _user(), vault, schedule), form=form,
-                   success=_("Saved.")) is not REFUSED:
-            return redirect(url_for("vault.pins", vault_id=vault.id))
-    return _render_pins(vault, 422, duress_form=form)
+        service.update_settings(db.session, _user(), vault, schedule)
+
+    return _saved(forms.DuressActionForm(), change, _("Saved."), "vault.pins", vault,
+                  lambda form: _render_pins(vault, 422, duress_form=form))
 
 
 # -- recipients, co-depositors ----------------------------------------------------------
@@ -446,14 +452,10 @@ def recipients(vault_id: str):
     vault = _own(vault_id)
     if request.method == "GET":
         return _render_recipients(vault)
-    form = forms.RecipientForm()
-    if form.validate_on_submit():
-        if attempt(lambda: service.add_recipient(
-                db.session, _user(), vault, name=form.name.data, email=form.email.data,
-                age_recipient=form.age_recipient.data, access_code=form.access_code.data,
-                language=form.language.data), form=form, success=_("The recipient was added.")) is not REFUSED:
-            return redirect(url_for("vault.recipients", vault_id=vault.id))
-    return _render_recipients(vault, 422, form)
+    return _saved(forms.RecipientForm(), lambda form: service.add_recipient(
+        db.session, _user(), vault, name=form.name.data, email=form.email.data,
+        age_recipient=form.age_recipient.data, access_code=form.access_code.data, language=form.language.data),
+        _("The recipient was added."), "vault.recipients", vault, lambda form: _render_recipients(vault, 422, form))
 
 
 @bp.route("/<vault_id>/recipients/<recipient_id>/remove", methods=["POST"])
@@ -477,14 +479,12 @@ def codepositors(vault_id: str):
     vault = _own(vault_id)
     if request.method == "GET":
         return _render_codepositors(vault)
-    form = forms.CodepositorForm()
-    if form.validate_on_submit():
-        # The same words whether or not the address names an account.
-        if attempt(lambda: service.invite_codepositor(db.session, _user(), vault, form.email.data), form=form,
-                   success=_("If that address belongs to a journalist's account here, they can now add "
-                             "deposits to this vault (never read them).")) is not REFUSED:
-            return redirect(url_for("vault.codepositors", vault_id=vault.id))
-    return _render_codepositors(vault, 422, form)
+    # The same words whether or not the address names an account.
+    return _saved(forms.CodepositorForm(),
+                  lambda form: service.invite_codepositor(db.session, _user(), vault, form.email.data),
+                  _("If that address belongs to a journalist's account here, they can now add "
+                    "deposits to this vault (never read them)."),
+                  "vault.codepositors", vault, lambda form: _render_codepositors(vault, 422, form))
 
 
 @bp.route("/<vault_id>/codepositors/<user_id>/remove", methods=["POST"])
