@@ -14,15 +14,17 @@ from datetime import date, datetime, timedelta
 
 from flask_babel import gettext, ngettext
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import Row, and_, func, select, update
+from sqlalchemy import CompoundSelect, Select, String, and_, func, literal, select, true, union_all, update
 from sqlalchemy import case as sql_case
 
 from ..accounts.models import User
 from ..audit import service as audit
 from ..cases.models import Case, CaseEvent
 from ..errors import DomainError, PermissionDenied
-from ..extensions import Session, utcnow
-from ..notify.service import notify_many
+from ..extensions import Session, rowcount, utcnow
+from ..notify import mail
+from ..notify.models import Notification
+from ..notify.service import NOTE_COLUMNS, insert_selected, queue_mail
 from .calendar import TZ, UNITS, Calendar
 from .models import Clock, Closure, DeadlinePolicy
 
@@ -217,55 +219,75 @@ class SweepResult:
     notifications: int = 0
 
 
-def _claim(db: Session, where, values: dict) -> list[Row]:
-    """UPDATE the clocks matching ``where`` and return the ones this call changed.
+def _recipients(db: Session, clocks, key: tuple[str, str], kind: str, *, assignee: bool) -> Select | CompoundSelect:
+    """One notification row per recipient of each clock in ``clocks`` (id, case_id, stage): the
+    case's assignee (``assignee``) or, for an unassigned case or always otherwise, each active
+    supervisor; keyed ``key[0] + clock id + key[1] + user id``."""
+    json_object = func.json_build_object if db.get_bind().dialect.name == "postgresql" else func.json_object
+    supervisors = select(User.id).where(User.role == "supervisor", User.active).subquery()
+    of_case = clocks.join(Case, Case.id == clocks.c.case_id)
 
-    The UPDATE re-checks its condition row by row, so of several sweeps
-    running at once each clock's change is made, and reported, by one only.
-    On PostgreSQL rows another sweep holds are skipped, not waited for.
+    def notes(user_id) -> list:
+        return [(literal(key[0], String) + clocks.c.id + literal(key[1], String) + user_id).label("key"),
+                user_id.label("user_id"), literal(kind, String).label("kind"), clocks.c.case_id.label("case_id"),
+                json_object("stage", clocks.c.stage, "reference", Case.reference).label("data")]
+
+    to_supervisors = (select(*notes(supervisors.c.id)).select_from(of_case.join(supervisors, true()))
+                      .where(Case.assignee_id.is_(None) if assignee else true()))
+    if not assignee:
+        return to_supervisors
+    return union_all(select(*notes(Case.assignee_id)).select_from(of_case).where(Case.assignee_id.is_not(None)),
+                     to_supervisors)
+
+
+def _transition(db: Session, where, values: dict, key: tuple[str, str], kind: str, now: datetime, *,
+                assignee: bool = True) -> tuple[int, int]:
+    """Apply ``values`` to the clocks matching ``where`` and notify each one's recipients once;
+    returns (clocks changed, notifications new). Set-based: rows never travel through Python.
+
+    PostgreSQL: one statement, the UPDATE … RETURNING feeding the INSERT. The UPDATE re-checks
+    its condition row by row and skips rows another sweep holds (SKIP LOCKED), so of several
+    sweeps at once each clock's change is made, and notified, by one only. SQLite lets one
+    writer in at a time, and the INSERT's first step takes the write lock: the notifications of
+    the matching clocks are written first, then the same clocks are changed, and no other
+    writer can come between the two.
     """
-    if db.get_bind().dialect.name == "postgresql":
-        ids = select(Clock.id).where(where).with_for_update(skip_locked=True)
-        where = Clock.id.in_(ids.scalar_subquery()) & where
-    # (SQLite lets one writer in at a time: the UPDATE's own condition is the whole claim.)
-    # The case's assignee and reference come back with each row (correlated subqueries), so
-    # no second query needs an IN list as long as the changes (drivers cap parameters at 65535).
-    def of_case(column):
-        return select(column).where(Case.id == Clock.case_id).correlate(Clock).scalar_subquery()
-
-    statement = (update(Clock).where(where).values(**values)
-                 .returning(Clock.id, Clock.case_id, Clock.stage, Clock.state,
-                            of_case(Case.assignee_id).label("assignee_id"),
-                            of_case(Case.reference).label("reference")))
-    return list(db.execute(statement, execution_options={"synchronize_session": False}).all())
+    change = update(Clock).where(where).values(**values).execution_options(synchronize_session=False)
+    if db.get_bind().dialect.name != "postgresql":
+        matching = select(Clock.id, Clock.case_id, Clock.stage).where(where).subquery()
+        result = db.execute(insert_selected(db, _recipients(db, matching, key, kind, assignee=assignee), now))
+        new = [row._asdict() for row in result] if mail.enabled() else []
+        added = len(new) if mail.enabled() else rowcount(result)
+        changed = rowcount(db.execute(change))
+        queue_mail(db, new, now)
+        return changed, added
+    held = select(Clock.id).where(where).with_for_update(skip_locked=True).scalar_subquery()
+    moved = change.where(Clock.id.in_(held)).returning(Clock.id, Clock.case_id, Clock.stage).cte("moved")
+    insert = insert_selected(db, _recipients(db, moved, key, kind, assignee=assignee), now)
+    inserted = insert.cte("added") if mail.enabled() else insert.returning(Notification.key).cte("added")
+    counts = [select(func.count()).select_from(moved).scalar_subquery(),
+              select(func.count()).select_from(inserted).scalar_subquery()]
+    if mail.enabled():  # the new rows come back as one JSON array, for their e-mails
+        fields = [x for name in NOTE_COLUMNS for x in (literal(name, String), inserted.c[name])]
+        counts.append(select(func.json_agg(func.json_build_object(*fields))).scalar_subquery())
+    row = db.execute(select(*counts)).one()
+    queue_mail(db, (row[2] or []) if mail.enabled() else [], now)
+    return row[0], row[1]
 
 
 def sweep(db: Session, now: datetime | None = None, *, escalate_after: timedelta = timedelta(hours=1)) -> SweepResult:
     now = now or utcnow()
     result = SweepResult()
-    changed = _claim(db, (Clock.state.in_(("running", "due_soon"))) & (Clock.due_at <= now),
-                     {"state": "overdue"})
-    changed += _claim(db, (Clock.state == "running") & (Clock.warn_at <= now) & (Clock.due_at > now),
-                      {"state": "due_soon"})
-    late = _claim(db, (Clock.state == "overdue") & Clock.escalated_at.is_(None)
-                  & (Clock.due_at <= now - escalate_after), {"escalated_at": now})
-    result.overdue = sum(row.state == "overdue" for row in changed)
-    result.due_soon = len(changed) - result.overdue
-    result.escalated = len(late)
-
-    supervisors = list(db.execute(select(User.id).where(User.role == "supervisor", User.active)).scalars())
-    notes = []
-    for row in changed:
-        for user in ([row.assignee_id] if row.assignee_id else supervisors):
-            notes.append({"key": f"clock:{row.id}:{row.state}:{user}", "user_id": user,
-                          "kind": f"deadline_{row.state}", "case_id": row.case_id,
-                          "data": {"stage": row.stage, "reference": row.reference}})
-    for row in late:
-        for user in supervisors:
-            notes.append({"key": f"escalate:{row.id}:{user}", "user_id": user, "kind": "deadline_escalated",
-                          "case_id": row.case_id,
-                          "data": {"stage": row.stage, "reference": row.reference}})
-    result.notifications = notify_many(db, notes)
+    result.overdue, overdue = _transition(
+        db, Clock.state.in_(("running", "due_soon")) & (Clock.due_at <= now), {"state": "overdue"},
+        ("clock:", ":overdue:"), "deadline_overdue", now)
+    result.due_soon, due_soon = _transition(
+        db, (Clock.state == "running") & (Clock.warn_at <= now) & (Clock.due_at > now), {"state": "due_soon"},
+        ("clock:", ":due_soon:"), "deadline_due_soon", now)
+    result.escalated, escalated = _transition(
+        db, (Clock.state == "overdue") & Clock.escalated_at.is_(None) & (Clock.due_at <= now - escalate_after),
+        {"escalated_at": now}, ("escalate:", ":"), "deadline_escalated", now, assignee=False)
+    result.notifications = overdue + due_soon + escalated
     db.commit()
     return result
 

@@ -10,16 +10,19 @@ from ..extensions import Model, UTCDateTime, utcnow
 
 class Notification(Model):
     """An in-app notice to one person. ``key`` is unique, so whatever writes
-    notifications (the sweep above all) can run again without doubling any."""
+    notifications (the sweep above all) can run again without doubling any.
+
+    The person and the case are named by id without foreign keys, as in the
+    audit trail: checking them cost the sweep more than writing the rows
+    (migration 0008), and neither is ever deleted."""
 
     __tablename__ = "notifications"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(160), unique=True)
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(String(32), index=True)
     kind: Mapped[str] = mapped_column(String(40))
-    # Indexed: deleting a case looks its notifications up (ON DELETE CASCADE).
-    case_id: Mapped[str | None] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    case_id: Mapped[str | None] = mapped_column(String(32))
     data: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,9 +1,12 @@
 """Notifications: written idempotently, read by their owner."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import CompoundSelect, Select, Table, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
 
 from ..extensions import Session, utcnow
 from . import mail
@@ -30,6 +33,35 @@ def notify_many(db: Session, rows: list[dict]) -> int:
     if new:
         mail.enqueue(db, [row for row in values if row["key"] in new], now)
     return len(new)
+
+
+NOTE_COLUMNS = ("key", "user_id", "kind", "case_id", "data")
+
+
+def insert_selected(db: Session, notes: Select | CompoundSelect, now: datetime) -> Insert:
+    """The INSERT of the notifications ``notes`` selects (``NOTE_COLUMNS``), skipping keys that
+    exist: set-based, for writers that find their recipients in SQL (the deadline sweep).
+
+    With a mail server configured it returns the new rows, for ``queue_mail``.
+    """
+    dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
+    rows = notes.subquery()
+    statement = (dialect.insert(Notification)
+                 .from_select([*NOTE_COLUMNS, "created_at"],
+                              select(*[rows.c[name] for name in NOTE_COLUMNS],
+                                     bindparam("created_at", now, type_=Notification.created_at.type))
+                              # (a WHERE: SQLite's rule for an upsert after a SELECT)
+                              .where(rows.c.key.is_not(None)))
+                 .on_conflict_do_nothing(index_elements=["key"]))
+    if mail.enabled():
+        return statement.returning(*[Notification.__table__.c[name] for name in NOTE_COLUMNS])
+    return statement
+
+
+def queue_mail(db: Session, new: list[dict], now: datetime) -> None:
+    """The e-mails of notifications ``insert_selected`` returned (same transaction)."""
+    if new and mail.enabled():
+        mail.enqueue(db, new, now)
 
 
 def unread_count(db: Session, user_id: str) -> int:
