@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from itertools import groupby
 
 from flask_babel import gettext, ngettext
 from flask_babel import lazy_gettext as _l
@@ -116,40 +117,71 @@ def _warn_at(started: datetime, due: datetime, percent: int) -> datetime:
     return due - (due - started) * (percent / 100)
 
 
+class _Rules:
+    """The policies in force on each day and the office calendar, each read once: for one live
+    event, or for a whole replay (``rebuild_clocks``), which would otherwise read them per event."""
+
+    def __init__(self, db: Session) -> None:
+        self.db = db
+        self.by_day: dict[date, list[DeadlinePolicy]] = {}
+        self._calendar: Calendar | None = None
+
+    def policies(self, on: date) -> list[DeadlinePolicy]:
+        if on not in self.by_day:
+            self.by_day[on] = current_policies(self.db, on)
+        return self.by_day[on]
+
+    @property
+    def calendar(self) -> Calendar:
+        self._calendar = self._calendar or calendar(self.db)
+        return self._calendar
+
+
 def on_event(db: Session, case: Case, event: CaseEvent) -> None:
     """Stop, cancel and start this case's clocks for one new event."""
-    at = event.at
     open_clocks = list(db.execute(select(Clock).where(Clock.case_id == case.id, Clock.state.in_(OPEN))).scalars())
+    db.add_all(_advance(case, event, open_clocks, _Rules(db)))
+
+
+def _advance(case: Case, event: CaseEvent, open_clocks: list[Clock], rules: _Rules) -> list[Clock]:
+    """The rule: ``event`` stops or cancels the open clocks it ends and returns the clocks it starts."""
+    at = event.at
     for clock in open_clocks:
         if clock.policy.stop_event == event.kind:
             _stop(clock, at)
         elif event.kind in TERMINAL_EVENTS or (event.kind == "triaged" and case.status == "not_admitted"):
             clock.state, clock.stopped_at = "cancelled", at
     running_stages = {c.stage for c in open_clocks if c.state in OPEN}
-    cal = None
-    for policy in current_policies(db, at.astimezone(TZ).date()):
+    started = []
+    for policy in rules.policies(at.astimezone(TZ).date()):
         if policy.stage in running_stages or not _starts(policy, event):
             continue
         if policy.procedure != "any" and policy.procedure != case.procedure:
             continue
-        cal = cal or calendar(db)
-        due = cal.deadline(at, policy.duration, policy.unit)
-        db.add(Clock(case_id=case.id, policy_id=policy.id, stage=policy.stage, state="running",
-                     started_at=at, due_at=due, warn_at=_warn_at(at, due, policy.warn_percent)))
+        due = rules.calendar.deadline(at, policy.duration, policy.unit)
+        started.append(Clock(case_id=case.id, policy=policy, stage=policy.stage, state="running",
+                             started_at=at, due_at=due, warn_at=_warn_at(at, due, policy.warn_percent)))
+    return started
 
 
 def rebuild_clocks(db: Session, *, limit: int | None = None) -> int:
     """Clocks for cases whose events were written without the event hook (the
     synthetic-data generator's bulk inserts): replays each case's timeline
-    through ``on_event``. One case at a time; meant for demo-sized data."""
+    through the rule ``on_event`` applies, its open clocks kept in memory."""
     has_clock = select(Clock.id).where(Clock.case_id == Case.id).exists()
     ids = db.execute(select(Case.id).where(Case.status != "draft", ~has_clock)
                      .order_by(Case.submitted_at).limit(limit)).scalars().all()
-    for case_id in ids:
-        case = db.get_one(Case, case_id)
-        for event in db.execute(select(CaseEvent).where(CaseEvent.case_id == case_id)
-                                .order_by(CaseEvent.at, CaseEvent.id)).scalars():
-            on_event(db, case, event)
+    rules = _Rules(db)
+    for chunk in (ids[i:i + 1000] for i in range(0, len(ids), 1000)):
+        cases = {case.id: case for case in db.execute(select(Case).where(Case.id.in_(chunk))).scalars()}
+        events = db.execute(select(CaseEvent).where(CaseEvent.case_id.in_(chunk))
+                            .order_by(CaseEvent.case_id, CaseEvent.at, CaseEvent.id)).scalars()
+        for case_id, timeline in groupby(events, key=lambda event: event.case_id):
+            open_clocks: list[Clock] = []
+            for event in timeline:
+                started = _advance(cases[case_id], event, open_clocks, rules)
+                db.add_all(started)
+                open_clocks = [c for c in open_clocks + started if c.state in OPEN]
         db.flush()
     db.commit()
     return len(ids)
