@@ -20,10 +20,11 @@ from typing import cast
 from flask import Flask, Request, current_app, g, request
 from flask_babel import lazy_gettext as _l
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, ServiceUnavailable
-from werkzeug.formparser import FormDataParser, MultiPartParser
+from werkzeug.formparser import FormDataParser
 
 from . import agefile
 from .blobs import BlobStore, BlobTooLarge, StorageFull, StorageUnavailable
+from .multipart import StreamingMultiPartParser
 
 
 @dataclass(frozen=True)
@@ -128,16 +129,16 @@ def _storage_error(exc: Exception):
     return StorageProblem(description=str(_l("File storage cannot be reached right now. Nothing was saved; please try again in a few minutes.")))
 
 
-class _WideReadsParser(FormDataParser):
-    """Werkzeug's parser reads multipart bodies 64 KiB at a time; for large
-    uploads every read is a trip through the server's body reader (and a
-    GIL hand-over with the age writer thread), so read wider."""
+class _UploadFormParser(FormDataParser):
+    """Multipart bodies go through StreamingMultiPartParser, read 1 MiB at a
+    time: for large uploads every read is a trip through the server's body
+    reader (and a GIL hand-over with the age writer thread)."""
 
     def _parse_multipart(self, stream, mimetype, content_length, options):
-        parser = MultiPartParser(stream_factory=self.stream_factory,
-                                 max_form_memory_size=self.max_form_memory_size,
-                                 max_form_parts=self.max_form_parts, cls=self.cls,
-                                 buffer_size=UPLOAD_READ)
+        parser = StreamingMultiPartParser(stream_factory=self.stream_factory,
+                                          max_form_memory_size=self.max_form_memory_size,
+                                          max_form_parts=self.max_form_parts, cls=self.cls,
+                                          buffer_size=UPLOAD_READ)
         boundary = options.get("boundary", "").encode("ascii")
         if not boundary:
             raise ValueError("Missing boundary")
@@ -159,7 +160,7 @@ ENVELOPE_BYTES = 64 * 1024
 
 
 class ProtectRequest(Request):
-    form_data_parser_class = _WideReadsParser
+    form_data_parser_class = _UploadFormParser
 
     @property
     def max_content_length(self) -> int | None:

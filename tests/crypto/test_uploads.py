@@ -19,7 +19,6 @@ import requests
 from protect.audit.models import AuditEntry
 from protect.crypto import agefile
 from protect.extensions import db
-from tests.conftest import make_app
 from tests.upload_app import make
 
 MiB = 1024 * 1024
@@ -203,28 +202,42 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def live_upload_server(app, database_url, tmp_path, identity):
+@pytest.fixture(params=["werkzeug", "gunicorn"])
+def live_upload_server(request, app, database_url, tmp_path, identity):
+    """The upload app served by werkzeug's server, or by gunicorn as deployed
+    (deploy/gunicorn.conf.py: the body read straight off the socket)."""
     port = _free_port()
     scratch = tmp_path / "server-tmp"
     scratch.mkdir()
     env = dict(os.environ, TMPDIR=str(scratch))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.upload_app", "--port", str(port), "--instance",
-         str(tmp_path / "instance"), "--db", database_url, "--recipient", identity[1],
-         "--max-bytes", str(60 * MiB)],
-        env=env, cwd=Path(__file__).resolve().parents[2],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            requests.get(base + "/healthz", timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    yield base, proc, scratch
-    proc.terminate()
-    proc.wait(10)
+    root = Path(__file__).resolve().parents[2]
+    if request.param == "werkzeug":
+        command = [sys.executable, "-m", "tests.upload_app", "--port", str(port), "--instance",
+                   str(tmp_path / "instance"), "--db", database_url, "--recipient", identity[1],
+                   "--max-bytes", str(60 * MiB)]
+    else:
+        command = [str(Path(sys.executable).parent / "gunicorn"), "-c", str(root / "deploy" / "gunicorn.conf.py"),
+                   "--workers", "1", "--threads", "2", "--bind", f"127.0.0.1:{port}",
+                   "tests.upload_app:wsgi()"]
+        env.update(PROTECT_INSTANCE_PATH=str(tmp_path / "instance"), PROTECT_DATABASE_URL=database_url,
+                   PROTECT_ENV="test", PROTECT_MAX_UPLOAD_MB="61", UPLOAD_RECIPIENT=identity[1],
+                   UPLOAD_MAX_BYTES=str(60 * MiB))
+    proc = subprocess.Popen(command, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                requests.get(base + "/healthz", timeout=1)
+                break
+            except (requests.ConnectionError, requests.Timeout):  # gunicorn accepts while its worker boots
+                time.sleep(0.1)
+        # With gunicorn, the worker is the process that serves, and whose memory counts.
+        server = proc.pid if request.param == "werkzeug" else int(
+            Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
+        yield base, server, scratch
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def _peak_rss_kib(pid: int) -> int:
@@ -233,27 +246,27 @@ def _peak_rss_kib(pid: int) -> int:
 
 
 def test_live_server_50_mib_upload(app, live_upload_server, tmp_path):
-    base, proc, scratch = live_upload_server
+    base, server, scratch = live_upload_server
     session = requests.Session()
     token = re.search(r'value="([^"]+)"', session.get(base + "/test-upload").text).group(1)
     # Warm up (imports, first connection) before taking the baseline.
     small = MultipartStream(64 * 1024, b"WARM", token)
     session.post(base + "/test-upload", data=small,
                  headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
-    before = _peak_rss_kib(proc.pid)
+    before = _peak_rss_kib(server)
     marker = b"LIVE-MARKER-" + os.urandom(8).hex().encode()
     big = MultipartStream(50 * MiB, marker, token)
     response = session.post(base + "/test-upload", data=big,
                             headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
     assert response.status_code == 200, response.text[:300]
-    growth = (_peak_rss_kib(proc.pid) - before) / 1024
+    growth = (_peak_rss_kib(server) - before) / 1024
     assert growth < 64, f"server peak memory grew by {growth:.1f} MiB"
     assert _files_containing(tmp_path / "instance", marker) == []
     assert _files_containing(scratch, marker) == []
 
 
 def test_live_upload_cut_off_half_way_leaves_no_blob_and_no_row(app, live_upload_server):
-    base, proc, _scratch = live_upload_server
+    base, _server, _scratch = live_upload_server
     session = requests.Session()
     token = re.search(r'value="([^"]+)"', session.get(base + "/test-upload").text).group(1)
     cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
