@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from typing import cast
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import Table, and_, func, or_, select
+from sqlalchemy import Row, Table, and_, func, or_, select
 
 from ..accounts.models import User
 from ..audit import service as audit
@@ -741,9 +741,15 @@ SORTS = {
 }
 
 
-def list_cases(db: Session, user: User, f: CaseFilter) -> tuple[list[Case], int]:
-    """Cases ``user`` may see, filtered; two queries whatever the page size."""
-    query = select(Case).where(Case.status != "draft")
+# What a list shows of each case: plain rows, not Case objects (nothing sealed is
+# read, and a page that is only displayed needs no identity map or version tracking).
+LIST_COLUMNS = (Case.id, Case.reference, Case.status, Case.procedure, Case.immediate_danger,
+                Case.state_code, Case.submitted_at, Case.closed_at, Case.assignee_id)
+
+
+def list_cases(db: Session, user: User, f: CaseFilter) -> tuple[list[Row], int]:
+    """Cases ``user`` may see, filtered (``LIST_COLUMNS`` of each); two queries whatever the page size."""
+    query = select(*LIST_COLUMNS).where(Case.status != "draft")
     if user.role == "caseworker":
         query = query.where(or_(Case.assignee_id == user.id,
                                 and_(Case.assignee_id.is_(None), Case.status.in_(("received", "triage")))))
@@ -767,7 +773,7 @@ def list_cases(db: Session, user: User, f: CaseFilter) -> tuple[list[Case], int]
         query = query.where(Case.reference == f.reference.strip().upper())
     total = db.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     rows = db.execute(query.order_by(*SORTS.get(f.sort, SORTS["priority"]), Case.id)
-                      .offset((f.page - 1) * f.per_page).limit(f.per_page)).scalars().all()
+                      .offset((f.page - 1) * f.per_page).limit(f.per_page)).all()
     return list(rows), total
 
 

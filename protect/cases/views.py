@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, date, datetime
+from functools import lru_cache
 
 from babel import dates as babel_dates
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -190,13 +191,21 @@ def local_date(value, fmt: str = "medium") -> str:
         return ""
     if hasattr(value, "astimezone"):
         value = value.astimezone(MEXICO).date()
-    return babel_dates.format_date(value, fmt, locale=get_locale())
+    return _format_date(value, fmt, str(get_locale() or "es"))
 
 
-def days_waiting(case: Case) -> int | None:
+@lru_cache(maxsize=8192)
+def _format_date(day: date, fmt: str, locale: str) -> str:
+    # Babel takes ~10 µs a date and pages show the same few days (years of them fit
+    # here): each day is formatted once per language and format, not once per row.
+    return babel_dates.format_date(day, fmt, locale=locale)
+
+
+def days_waiting(case, now: datetime | None = None) -> int | None:
+    """Whole days from submission to closing (or ``now``): of a Case or a list row."""
     if case.submitted_at is None:
         return None
-    return max(0, ((case.closed_at or utcnow()) - case.submitted_at).days)
+    return max(0, ((case.closed_at or now or utcnow()) - case.submitted_at).days)
 
 
 @bp.context_processor
@@ -365,6 +374,7 @@ def queue():
     me = _me()
     supervisor = me.role == "supervisor"
     form = forms.QueueFilterForm(request.args)
+    _plain_labels(form, str(get_locale()))
     staff = service.staff(db.session) if supervisor else []
     form.assignee.choices = _assign_choices(staff, _("Anyone"))
     stage = form.value("stage", forms.STAGE_GROUPS) or "open"
@@ -379,16 +389,71 @@ def queue():
         sort=form.value("sort", forms.SORTS) or "priority",
         page=_page_number(), per_page=PER_PAGE)
     rows, total = service.list_cases(db.session, me, filters)
-    names = service.staff_by_id(db.session, {c.assignee_id for c in rows})
+    # Assignees already loaded (the reader, the supervisor's staff list) are not read again.
+    names = {u.id: u for u in [*staff, me]}
+    names.update(service.staff_by_id(db.session, {c.assignee_id for c in rows} - names.keys()))
     try:
         phone_intake = url_for("intake.new")
     except BuildError:  # the intake blueprint not there (yet): no button
         phone_intake = None
     filtered = any(request.args.get(k) for k in ("status", "assignee", "risk", "danger", "reference")) \
         or stage != "open"
-    return render_template("cases/queue.html", form=form, cases=rows, total=total,
-                           page=filters.page, per_page=PER_PAGE, names=names, stage=stage,
+    return render_template("cases/queue.html", form=form, rows=_queue_rows(rows, names), total=total,
+                           page=filters.page, per_page=PER_PAGE, stage=stage,
                            supervisor=supervisor, filtered=filtered, phone_intake=phone_intake)
+
+
+# The queue filters' labels and choices as plain text, per language: read on every
+# page, a lazy label costs a Babel lookup each time (the catalogues never change).
+_FILTER_LABELS: dict[str, dict[str, tuple[str, list[SelectChoice]]]] = {}
+
+
+def _plain_labels(form: forms.QueueFilterForm, locale: str) -> None:
+    labels = _FILTER_LABELS.get(locale)
+    if labels is None:
+        labels = _FILTER_LABELS[locale] = {
+            f.name: (str(f.label.text), [SelectChoice(c.value, str(c.label)) for c in getattr(f, "choices", ())])
+            for f in form}
+    for f in form:
+        f.label.text, choices = labels[f.name]
+        if choices:
+            f.choices = choices
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    """One line of the queue as shown, every label already in the reader's language."""
+    url: str
+    reference: str
+    danger: bool
+    status: str
+    procedure: str
+    state: str
+    submitted: str
+    days: int | str
+    assignee: str | None  # None: nobody yet
+
+
+def _queue_rows(rows, names: dict[str, User]) -> list[QueueRow]:
+    """The page's rows with each label and name resolved once per distinct value, not
+    once per row (lazy labels cost a Babel lookup each time they are read)."""
+    locale, now = str(get_locale()), utcnow()
+    statuses = {s: str(codes.STATUSES.get(s, s)) for s in {r.status for r in rows}}
+    procedures = {p: str(codes.PROCEDURES.get(p) or "—") for p in {r.procedure for r in rows}}
+    people = {i: person(names.get(i)) for i in {r.assignee_id for r in rows} if i}
+    # One URL built, the others derived from it: case ids are hex (new_row_id), nothing to quote.
+    case_url = url_for("cases.case", case_id="0")[:-1]
+    out = []
+    for r in rows:
+        submitted = r.submitted_at
+        out.append(QueueRow(
+            url=case_url + r.id, reference=r.reference, danger=r.immediate_danger,
+            status=statuses[r.status], procedure=procedures[r.procedure],
+            state=codes.STATES.get(r.state_code, "—"),
+            submitted=_format_date(submitted.astimezone(MEXICO).date(), "medium", locale) if submitted else "",
+            days=days if (days := days_waiting(r, now)) is not None else "—",
+            assignee=people[r.assignee_id] if r.assignee_id else None))
+    return out
 
 
 # -- the case page -------------------------------------------------------------

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from flask import current_app, session
 from flask_login import login_user, logout_user
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from ..accounts.models import LoginSession, User
 from ..extensions import db, login_manager, utcnow
@@ -71,11 +71,13 @@ def _load_user(user_id: str) -> User | None:
     token = session.get("sid")
     if not token:
         return None
-    row = db.session.get(LoginSession, _digest(token))
-    if row is None or row.ended_at is not None or row.user_id != user_id:
+    # The session and its account in one statement: this runs on every signed-in request.
+    found = db.session.execute(select(LoginSession, User).join(User, User.id == LoginSession.user_id)
+                               .where(LoginSession.id == _digest(token))).first()
+    if found is None:
         return None
-    user = db.session.get(User, user_id)
-    if user is None or not user.active:
+    row, user = found
+    if row.ended_at is not None or row.user_id != user_id or not user.active:
         return None
     now = utcnow()
     if now - row.last_seen_at > idle_limit(user):

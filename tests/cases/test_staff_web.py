@@ -10,12 +10,14 @@ import re
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from babel.dates import format_date
 from sqlalchemy import event, select
 from sqlalchemy.orm.exc import StaleDataError
 
 from protect.accounts.models import User
 from protect.audit.models import AuditEntry
 from protect.cases import service
+from protect.cases.forms import MEXICO
 from protect.cases.models import Case, Measure, OnlineThreat
 from protect.crypto.downloads import attachment_header
 from protect.extensions import db
@@ -268,6 +270,38 @@ def test_queue_pages(app, client, make_account, journalist, monkeypatch):
     assert refs[0] in first and refs[1] in first and refs[2] not in first
     assert refs[2] in second and "Page 2 of 2" in second
     assert "past the end of the list" in text(client.get("/queue?page=9"))
+
+
+def test_queue_words_and_dates_follow_the_readers_language(app, client, make_account, journalist):
+    # The queue resolves its labels once per language and formats each day once:
+    # switching language must switch every one of them, both ways.
+    case_id, reference = new_case(app, journalist, danger=True, days_ago=40)
+    with app.app_context():
+        submitted = db.session.get(Case, case_id).submitted_at.astimezone(MEXICO).date()
+    token = sign_in(client, make_account("caseworker"))  # in English
+    words = {"en": ["Any status", "Open cases", "Received", "Immediate danger", "Nobody yet", "40</td>",
+                    format_date(submitted, "medium", locale="en")],
+             "es": ["Cualquier estado", "Casos abiertos", "Recibida", "Peligro inminente", "Nadie todavía",
+                    "40</td>", format_date(submitted, "medium", locale="es")]}
+    for language in ("en", "es", "en"):
+        client.post("/language", data={"language": language, "csrf_token": token, "next": "/queue"})
+        html = text(client.get("/queue"))
+        assert reference in html
+        assert all(word in html for word in words[language]), language
+        other = "es" if language == "en" else "en"
+        assert not any(word in html for word in words[other][:5]), language
+
+
+def test_supervisor_queue_names_an_assignee_no_longer_active(app, client, make_account, journalist):
+    case_id, reference = new_case(app, journalist)
+    cw = make_account("caseworker")
+    with_case(app, case_id, lambda s, c: service.assign(s, user(cw), c, user(cw)))
+    with app.app_context():
+        user(cw).active = False
+        db.session.commit()
+    sign_in(client, make_account("supervisor"))
+    html = text(client.get("/queue"))
+    assert reference in html and f"<td>{cw.email}</td>" in html
 
 
 def test_queue_issues_the_same_number_of_queries_for_5_and_40_cases(app, client, make_account, journalist):
