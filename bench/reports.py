@@ -3,8 +3,8 @@
 Data: the pages benchmark's SQLite database (bench/out/sqlite/), reused when it
 holds --cases cases, else made the same way (`generate_cases(seed=4)`), then
 given its deadline clocks by replaying each timeline through the deadlines
-module (`rebuild_clocks`, batches of 2,000 cases; 40-50 minutes for 100,000 on
-this shared machine, done once). PostgreSQL gets a copy of that data (same cases,
+module (`rebuild_clocks`, batches of 2,000 cases; about 4.5 minutes for 100,000
+on this shared machine, done once). PostgreSQL gets a copy of that data (same cases,
 same clocks, same keys) in a database of its own, protect_bench_reports
 (instance bench/out/postgresql-reports/), rather than a second replay: both
 backends report on the same population, and the pages and load benchmarks'
