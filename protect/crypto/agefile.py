@@ -785,27 +785,41 @@ def _nonce(counter: int, final: bool) -> bytes:
 
 
 class _Sealer:
-    """Seals the chunks of a block in place, keeping the STREAM counter.
+    """Seals the chunks of a block, keeping the STREAM counter.
 
-    Plaintext chunk i of a block sits at i * ENC_CHUNK with room for its tag
-    after it, so the sealed block is contiguous and needs no second buffer.
+    Chunk i of a block sits at i * ENC_CHUNK, its plaintext sealed in place
+    (room for its tag follows it) or sealed into it from elsewhere, so the
+    sealed block is contiguous and needs no second buffer.
     """
 
     def __init__(self, key: bytes) -> None:
         self._aead = ChaCha20Poly1305(key)
         self._counter = 0
 
-    def seal(self, buf: memoryview, size: int, final: bool) -> int:
-        """Seals a block of size plaintext bytes; returns its sealed length."""
+    def seal(self, buf: memoryview, size: int, final: bool, first: int = 0) -> int:
+        """Seals in place the chunks, from first on (those before are sealed
+        already), of a block of size plaintext bytes; returns its sealed length."""
         aead, counter = self._aead, self._counter
         last = max(0, (size - 1) // CHUNK)
-        for i in range(last + 1):
+        for i in range(first, last + 1):
             start = i * ENC_CHUNK
             n = CHUNK if i < last else size - last * CHUNK
-            nonce = _nonce(counter + i, final and i == last)
+            nonce = _nonce(counter + i - first, final and i == last)
             aead.encrypt_into(nonce, buf[start : start + n], None, buf[start : start + n + TAG])
-        self._counter = counter + last + 1
+        self._counter = counter + last + 1 - first
         return size + TAG * (last + 1)
+
+    def seal_from(self, src: memoryview, buf: memoryview, first: int) -> None:
+        """Seals src, whole chunks none of which is the last, into chunks first... of buf."""
+        aead, counter = self._aead, self._counter
+        count = len(src) // CHUNK
+        for k in range(count):
+            start = (first + k) * ENC_CHUNK
+            aead.encrypt_into(
+                _nonce(counter + k, False), src[k * CHUNK : (k + 1) * CHUNK], None,
+                buf[start : start + ENC_CHUNK],
+            )
+        self._counter = counter + count
 
 
 class _PayloadReader:
@@ -1021,6 +1035,7 @@ class EncryptingWriter(io.BufferedIOBase):
         self._out = _Output(sink, ENC_BLOCK, ENC_BLOCK)
         self._buf = self._out.buffer()
         self._fill = 0  # plaintext bytes in the block
+        self._sealed = 0  # chunks at the start of the block sealed already
         # A full block is sealed only once more data shows it is not the last;
         # _fill_from reads that byte ahead into here.
         self._ahead = bytearray(1)
@@ -1029,11 +1044,11 @@ class EncryptingWriter(io.BufferedIOBase):
         return True
 
     def _emit(self, final: bool) -> None:
-        n = self._sealer.seal(memoryview(self._buf), self._fill, final)
+        n = self._sealer.seal(memoryview(self._buf), self._fill, final, self._sealed)
         self._out.submit(self._buf, n, final)
         if not final:
             self._buf = self._out.buffer()
-            self._fill = 0
+            self._fill = self._sealed = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         if self.closed:
@@ -1044,6 +1059,22 @@ class EncryptingWriter(io.BufferedIOBase):
             if self._fill == BLOCK:  # more data follows, so the block is not the last
                 self._emit(final=False)
             i, offset = divmod(self._fill, CHUNK)
+            if not offset:
+                # With data to come, a full chunk in the block and the whole
+                # chunks of view before its last byte are not the last: seal
+                # them now, those of view straight from the caller's buffer
+                # rather than copied into the block first. Only the chunk with
+                # the last byte is copied, to wait until close() or more data
+                # tells whether it is the final one.
+                if i > self._sealed:
+                    self._sealer.seal(memoryview(self._buf), i * CHUNK, False, self._sealed)
+                    self._sealed = i
+                if whole := min((len(view) - 1) // CHUNK, BLOCK_CHUNKS - i):
+                    self._sealer.seal_from(view[: whole * CHUNK], memoryview(self._buf), i)
+                    self._fill += whole * CHUNK
+                    self._sealed = i + whole
+                    view = view[whole * CHUNK :]
+                    continue
             n = min(len(view), CHUNK - offset)
             start = i * ENC_CHUNK + offset
             self._buf[start : start + n] = view[:n]

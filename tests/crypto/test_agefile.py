@@ -13,6 +13,7 @@ import time
 import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -299,10 +300,10 @@ def test_closed_writer_refuses_writes() -> None:
 
 @settings(max_examples=30, deadline=None)
 @given(
-    blocks=st.integers(min_value=0, max_value=18),
+    blocks=st.integers(min_value=0, max_value=34),
     delta=st.integers(min_value=-2, max_value=2),
     seed=st.integers(min_value=0, max_value=2**32),
-    write_size=st.sampled_from([1000, CHUNK - 1, CHUNK, CHUNK + 1, 1024 * 1024 + 1]),
+    write_size=st.sampled_from([1000, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 1024 * 1024, 1024 * 1024 + 1]),
     armor=st.booleans(),
 )
 def test_property_roundtrip_across_chunk_boundaries(
@@ -319,6 +320,44 @@ def test_property_roundtrip_across_chunk_boundaries(
         chunks = max(1, -(-size // CHUNK))
         assert len(blob) == payload_start(blob) + size + 16 * chunks
     assert dec(blob) == data
+
+
+# Sizes and write sizes where whole chunks, and whole blocks, are sealed straight
+# from the caller's buffer, the last one held back until close().
+WRITE_PATTERNS = [
+    (2 * 1024 * 1024, [1024 * 1024]),
+    (3 * 1024 * 1024 + 12345, [1, CHUNK - 1, 16 * CHUNK + 1, 3 * CHUNK, 2 * 1024 * 1024]),
+    (33 * CHUNK, [CHUNK]),
+    (5 * CHUNK + 7, [5 * CHUNK + 7]),
+]
+
+
+def write_in_pieces(out: io.BytesIO, data: bytes, steps: list[int], **kw: Any) -> None:
+    view = memoryview(data)
+    with agefile.open_encrypted(out, [PK], **kw) as writer:
+        pos, i = 0, 0
+        while pos < len(data):
+            writer.write(view[pos : pos + steps[i % len(steps)]])
+            pos += steps[i % len(steps)]
+            i += 1
+
+
+@pytest.mark.parametrize(("size", "steps"), WRITE_PATTERNS)
+def test_writer_output_is_byte_for_byte_that_of_encrypt(
+    size: int, steps: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Same file key and payload nonce for both: the payloads must be identical.
+    monkeypatch.setattr(agefile.os, "urandom", lambda n: bytes(range(n)))
+    data = data_of(size)
+    streamed = io.BytesIO()
+    write_in_pieces(streamed, data, steps)
+    whole = enc(data)
+
+    def payload(blob: bytes) -> bytes:
+        return blob[agefile.read_header(io.BytesIO(blob)).payload_offset :]
+
+    assert payload(streamed.getvalue()) == payload(whole)
+    assert dec(streamed.getvalue()) == data
 
 
 class Discard(io.RawIOBase):
@@ -358,6 +397,19 @@ def test_we_encrypt_age_decrypts_x25519(tmp_path: Path, size: int, armor: bool) 
     src = tmp_path / "file.age"
     with open(src, "wb") as f, io.BytesIO(data) as plain:
         agefile.encrypt(plain, f, [PK2, PK], armor=armor)
+    out = tmp_path / "out"
+    age("-d", "-i", keyfile(tmp_path), "-o", str(out), str(src))
+    assert age_output(out) == data
+
+
+@pytest.mark.parametrize("armor", [False, True])
+@pytest.mark.parametrize(("size", "steps"), WRITE_PATTERNS)
+def test_streamed_writes_age_decrypts(tmp_path: Path, size: int, steps: list[int], armor: bool) -> None:
+    data = data_of(size)
+    blob = io.BytesIO()
+    write_in_pieces(blob, data, steps, armor=armor)
+    src = tmp_path / "file.age"
+    src.write_bytes(blob.getvalue())
     out = tmp_path / "out"
     age("-d", "-i", keyfile(tmp_path), "-o", str(out), str(src))
     assert age_output(out) == data

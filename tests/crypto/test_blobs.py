@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import pytest
 
+from protect.crypto import blobs
 from protect.crypto.blobs import (
     PART_SIZE,
     BlobError,
@@ -410,6 +411,43 @@ def test_local_disk_full_at_commit(local_store: LocalBlobStore,
             w.commit()
     assert not local_store.exists(w.blob_id)
     assert_empty(local_store)
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise here")
+def test_local_writer_hands_written_stretches_to_writeback(local_store: LocalBlobStore,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def record(fd: int, offset: int, length: int, advice: int) -> None:
+        calls.append((offset // MiB, length // MiB, advice))
+        os.posix_fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(blobs, "_fadvise", record)
+    data = os.urandom(26 * MiB + 5)
+    with local_store.writer() as w:
+        for i in range(0, len(data), MiB):
+            w.write(data[i : i + MiB])
+    # Each new 8 MiB stretch goes to writeback as soon as it is written.
+    assert calls == [(0, 8, os.POSIX_FADV_DONTNEED), (8, 8, os.POSIX_FADV_DONTNEED),
+                     (16, 8, os.POSIX_FADV_DONTNEED)]
+    with local_store.open(w.blob_id) as f:
+        assert f.read() == data
+
+
+def einval(*args: Any) -> None:
+    raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+
+
+@pytest.mark.parametrize("fadvise", [None, einval], ids=["missing", "failing"])
+def test_local_writer_works_without_writeback_advice(local_store: LocalBlobStore,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     fadvise: Any) -> None:
+    monkeypatch.setattr(blobs, "_fadvise", fadvise)
+    data = os.urandom(20 * MiB)
+    blob_id = local_store.put(io.BytesIO(data))
+    with local_store.open(blob_id) as f:
+        assert f.read() == data
+    assert leftovers(local_store) == []
 
 
 # --- S3 store ------------------------------------------------------------------
