@@ -5,7 +5,7 @@ from sqlalchemy import text
 from protect.accounts import service
 from protect.accounts.models import User
 from protect.crypto import rotation
-from protect.crypto.keyring import IntegrityError, Keyring
+from protect.crypto.keyring import IntegrityError
 from protect.extensions import db
 from tests.conftest import login
 
@@ -40,7 +40,7 @@ def test_flipped_byte_is_an_integrity_error(app, ctx):
     db.session.execute(text("UPDATE users SET email = :v"), {"v": bytes(raw)})
     db.session.commit()
     with pytest.raises(IntegrityError, match="integrity"):
-        _fresh(uid).email
+        _ = _fresh(uid).email  # opening the sealed value is what fails
 
 
 def test_ciphertext_moved_to_another_row_or_column_fails(app, ctx):
@@ -50,9 +50,9 @@ def test_ciphertext_moved_to_another_row_or_column_fails(app, ctx):
     db.session.execute(text("UPDATE users SET name = :v WHERE id = :id"), {"v": a_email, "id": a})
     db.session.commit()
     with pytest.raises(IntegrityError):
-        _fresh(b).email
+        _ = _fresh(b).email
     with pytest.raises(IntegrityError):
-        _fresh(a).name
+        _ = _fresh(a).name
 
 
 def test_plaintext_never_reaches_the_database(app, ctx):
@@ -125,7 +125,9 @@ def test_full_cli_rotation_adds_a_key(app, make_account):
 
 
 def test_keys_from_environment(tmp_path):
-    import base64, os
+    import base64
+    import os
+
     from protect.crypto.keyring import KeyringError, load_keyring, parse_key_list
     k1, k2 = (base64.b64encode(os.urandom(32)).decode() for _ in range(2))
     ring = load_keyring(tmp_path, f"old:{k1},new:{k2}")
