@@ -20,7 +20,10 @@ Targets (issue 5): 100 k in <= 2 s, growth close to linear, idle <= 100 ms.
 
 Usage: .venv/bin/python bench/sweep.py [--sizes 10000,100000,1000000]
            [--backends sqlite,postgresql] [--pg postgresql://postgres@127.0.0.1:5432/postgres]
-           [--explain] [--keep] [--sqlite-cache-mb N] [--rounds 3]
+           [--explain] [--keep] [--sqlite-cache-mb N] [--rounds 3] [--workers 1,2]
+
+On PostgreSQL the sweep moves clocks in batches of 10,000 on --workers connections at
+once (2 by default, as `flask protect sweep` does); "--workers 1,2" compares.
 
 Each size up to 100 k is measured --rounds times, each on a fresh database
 (the move is destructive), and the medians are shown; 1 M once.
@@ -142,10 +145,10 @@ def load(n: int, now) -> None:
     analyse()
 
 
-def timed_sweep(at) -> tuple[float, deadlines.SweepResult]:
+def timed_sweep(at, workers: int = 1) -> tuple[float, deadlines.SweepResult]:
     db.session.remove()
     t = time.perf_counter()
-    result = deadlines.sweep(db.session, at)
+    result = deadlines.sweep(db.session, at, workers=workers)
     return time.perf_counter() - t, result
 
 
@@ -169,7 +172,7 @@ def explain(at) -> None:
     db.session.rollback()
 
 
-def run(backend: str, n: int, pg_admin: str, show_plans: bool) -> dict:
+def run(backend: str, n: int, pg_admin: str, show_plans: bool, workers: int) -> dict:
     app = make_app(fresh_url(backend, pg_admin))
     with app.app_context():
         from flask_migrate import upgrade
@@ -181,17 +184,17 @@ def run(backend: str, n: int, pg_admin: str, show_plans: bool) -> dict:
         move_at = now + timedelta(hours=2, minutes=10, seconds=1)   # past every due time
         idle = []
         for _ in range(IDLE_ROUNDS):
-            seconds, result = timed_sweep(now)
+            seconds, result = timed_sweep(now, workers)
             assert result.overdue == result.due_soon == result.notifications == 0, result
             idle.append(seconds)
         if show_plans:
             print(f"\n[{backend}, {n:,} running clocks, idle]")
             explain(now)
-        move, result = timed_sweep(move_at)
+        move, result = timed_sweep(move_at, workers)
         assert result.overdue == n and result.notifications == n and result.escalated == 0, result
         after = []
         for _ in range(IDLE_ROUNDS):
-            seconds, again = timed_sweep(move_at)
+            seconds, again = timed_sweep(move_at, workers)
             assert again.overdue == again.notifications == again.escalated == 0, again
             after.append(seconds)
         if show_plans:
@@ -201,7 +204,7 @@ def run(backend: str, n: int, pg_admin: str, show_plans: bool) -> dict:
         analyse()
         vacuumed = []
         for _ in range(IDLE_ROUNDS):
-            seconds, again = timed_sweep(move_at)
+            seconds, again = timed_sweep(move_at, workers)
             assert again.overdue == again.notifications == again.escalated == 0, again
             vacuumed.append(seconds)
         if show_plans:
@@ -209,7 +212,7 @@ def run(backend: str, n: int, pg_admin: str, show_plans: bool) -> dict:
             explain(move_at)
         db.session.remove()
         db.engine.dispose()
-    print(f"  {backend:<10} {n:>9,}: load {loaded:6.1f} s, idle {statistics.median(idle) * 1000:7.1f} ms, "
+    print(f"  {backend:<10} {n:>9,} ×{workers}: load {loaded:6.1f} s, idle {statistics.median(idle) * 1000:7.1f} ms, "
           f"move all {move:6.2f} s, idle after {statistics.median(after) * 1000:7.1f} ms, "
           f"vacuumed {statistics.median(vacuumed) * 1000:7.1f} ms", file=sys.stderr)
     return {"idle": statistics.median(idle), "move": move, "after": statistics.median(after),
@@ -229,6 +232,9 @@ def main() -> None:
     parser.add_argument("--explain", action="store_true", help="print the claim queries' plans")
     parser.add_argument("--keep", action="store_true", help="keep the last databases afterwards")
     parser.add_argument("--sqlite-cache-mb", type=int, default=0, help="SQLite page cache (default: 2 MB)")
+    parser.add_argument("--workers", default="2",
+                        help="PostgreSQL: the sweep's connections, a comma list to compare (default 2, "
+                             "as `flask protect sweep` runs; SQLite always sweeps on one)")
     parser.add_argument("--rounds", type=int, default=3, help="fresh runs per size up to 100 k (medians)")
     args = parser.parse_args()
     global SQLITE_CACHE_MB
@@ -237,11 +243,14 @@ def main() -> None:
     backends = args.backends.split(",")
     results = {}
     for backend in backends:
-        results[backend] = []
-        for n in sizes:
-            rounds = [run(backend, n, args.pg, args.explain and i == 0)
-                      for i in range(args.rounds if n <= 100_000 else 1)]
-            results[backend].append({k: statistics.median(r[k] for r in rounds) for k in rounds[0]})
+        for workers in [int(w) for w in args.workers.split(",")] if backend == "postgresql" else [1]:
+            label = f"{backend}, {workers} connection{'s' if workers > 1 else ''}" if backend == "postgresql" \
+                else backend
+            results[label] = []
+            for n in sizes:
+                rounds = [run(backend, n, args.pg, args.explain and i == 0, workers)
+                          for i in range(args.rounds if n <= 100_000 else 1)]
+                results[label].append({k: statistics.median(r[k] for r in rounds) for k in rounds[0]})
     if not args.keep:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{OUT / 'sweep.db'}{suffix}").unlink(missing_ok=True)

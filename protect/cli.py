@@ -197,7 +197,8 @@ def sweep(every):
 
 def _sweep_once() -> None:
     settings = current_app.extensions["protect.settings"]
-    result = deadlines.sweep(db.session, escalate_after=timedelta(minutes=settings.escalate_after_minutes))
+    result = deadlines.sweep(db.session, escalate_after=timedelta(minutes=settings.escalate_after_minutes),
+                             workers=settings.sweep_workers)
     click.echo(f"due soon: {result.due_soon}, overdue: {result.overdue}, "
                f"escalated: {result.escalated}, notifications: {result.notifications}")
     click.echo(f"vaults: {vaults.sweep(db.session)}")

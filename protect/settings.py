@@ -63,6 +63,8 @@ class Settings:
     escalate_after_minutes: int = 60
     # The web process sweeps on a thread this often (0: off; run `flask protect sweep` from a timer).
     sweep_interval_seconds: int = 60
+    # PostgreSQL: connections one sweep moves clocks on at once, batch by batch (SQLite: one).
+    sweep_workers: int = 2
     # Donor reports: a figure resting on fewer cases than this shows "< k" (reports/suppression.py).
     report_min_cell: int = 5
     # A report made this many seconds ago is shown again though new data arrived (it says "as of"

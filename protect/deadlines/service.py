@@ -9,14 +9,30 @@ transition; escalation to supervisors happens once per overdue clock.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple, dataclass
 from datetime import date, datetime, timedelta
 from itertools import groupby
+from typing import Any
 
+from flask import current_app
 from flask_babel import gettext, ngettext
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import CompoundSelect, Select, String, and_, func, literal, select, true, union_all, update
+from sqlalchemy import (
+    CompoundSelect,
+    Select,
+    String,
+    and_,
+    func,
+    literal,
+    literal_column,
+    select,
+    true,
+    union_all,
+    update,
+)
 from sqlalchemy import case as sql_case
+from sqlalchemy.orm import Session as OrmSession
 
 from ..accounts.models import User
 from ..audit import service as audit
@@ -250,6 +266,9 @@ class SweepResult:
     escalated: int = 0
     notifications: int = 0
 
+    def __add__(self, other: SweepResult) -> SweepResult:
+        return SweepResult(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
 
 def _recipients(db: Session, clocks, key: tuple[str, str], kind: str, *, assignee: bool) -> Select | CompoundSelect:
     """One notification row per recipient of each clock in ``clocks`` (id, case_id, stage): the
@@ -272,10 +291,31 @@ def _recipients(db: Session, clocks, key: tuple[str, str], kind: str, *, assigne
                      to_supervisors)
 
 
-def _transition(db: Session, where, values: dict, key: tuple[str, str], kind: str, now: datetime, *,
-                assignee: bool = True) -> tuple[int, int]:
-    """Apply ``values`` to the clocks matching ``where`` and notify each one's recipients once;
-    returns (clocks changed, notifications new). Set-based: rows never travel through Python.
+@dataclass(frozen=True)
+class _Move:
+    """One kind of transition the sweep makes: the clocks it applies to, what it sets, how its
+    notifications are keyed and whom they go to (the assignee, or the supervisors only)."""
+    result: str
+    where: Any
+    values: dict
+    key: tuple[str, str]
+    kind: str
+    assignee: bool = True
+
+
+def _moves(now: datetime, escalate_after: timedelta) -> list[_Move]:
+    return [_Move("overdue", Clock.state.in_(("running", "due_soon")) & (Clock.due_at <= now), {"state": "overdue"},
+                  ("clock:", ":overdue:"), "deadline_overdue"),
+            _Move("due_soon", (Clock.state == "running") & (Clock.warn_at <= now) & (Clock.due_at > now),
+                  {"state": "due_soon"}, ("clock:", ":due_soon:"), "deadline_due_soon"),
+            _Move("escalated", (Clock.state == "overdue") & Clock.escalated_at.is_(None)
+                  & (Clock.due_at <= now - escalate_after), {"escalated_at": now}, ("escalate:", ":"),
+                  "deadline_escalated", assignee=False)]
+
+
+def _transition(db: Session, move: _Move, now: datetime, limit: int | None = None) -> SweepResult:
+    """Apply ``move`` to the clocks it matches (at most ``limit``, PostgreSQL) and notify each
+    one's recipients once. Set-based: rows never travel through Python.
 
     PostgreSQL: one statement, the UPDATE … RETURNING feeding the INSERT. The UPDATE re-checks
     its condition row by row and skips rows another sweep holds (SKIP LOCKED), so of several
@@ -284,18 +324,23 @@ def _transition(db: Session, where, values: dict, key: tuple[str, str], kind: st
     the matching clocks are written first, then the same clocks are changed, and no other
     writer can come between the two.
     """
-    change = update(Clock).where(where).values(**values).execution_options(synchronize_session=False)
+    change = update(Clock).where(move.where).values(**move.values).execution_options(synchronize_session=False)
     if db.get_bind().dialect.name != "postgresql":
-        matching = select(Clock.id, Clock.case_id, Clock.stage).where(where).subquery()
-        result = db.execute(insert_selected(db, _recipients(db, matching, key, kind, assignee=assignee), now))
+        matching = select(Clock.id, Clock.case_id, Clock.stage).where(move.where).subquery()
+        result = db.execute(insert_selected(db, _recipients(db, matching, move.key, move.kind,
+                                                            assignee=move.assignee), now))
         new = [row._asdict() for row in result] if mail.enabled() else []
         added = len(new) if mail.enabled() else rowcount(result)
         changed = rowcount(db.execute(change))
         queue_mail(db, new, now)
-        return changed, added
-    held = select(Clock.id).where(where).with_for_update(skip_locked=True).scalar_subquery()
-    moved = change.where(Clock.id.in_(held)).returning(Clock.id, Clock.case_id, Clock.stage).cte("moved")
-    insert = insert_selected(db, _recipients(db, moved, key, kind, assignee=assignee), now)
+        return SweepResult(**{move.result: changed, "notifications": added})
+    # The rows this statement locked, by their physical address (ctid, stable while locked): a batch
+    # found by row address costs nothing per row, where a join on ids scans the table every batch.
+    held = select(literal_column("ctid")).select_from(Clock).where(move.where).limit(limit) \
+        .with_for_update(skip_locked=True).scalar_subquery()
+    moved = change.where(literal_column("ctid") == func.any(func.array(held))) \
+        .returning(Clock.id, Clock.case_id, Clock.stage).cte("moved")
+    insert = insert_selected(db, _recipients(db, moved, move.key, move.kind, assignee=move.assignee), now)
     inserted = insert.cte("added") if mail.enabled() else insert.returning(Notification.key).cte("added")
     counts = [select(func.count()).select_from(moved).scalar_subquery(),
               select(func.count()).select_from(inserted).scalar_subquery()]
@@ -304,24 +349,70 @@ def _transition(db: Session, where, values: dict, key: tuple[str, str], kind: st
         counts.append(select(func.json_agg(func.json_build_object(*fields))).scalar_subquery())
     row = db.execute(select(*counts)).one()
     queue_mail(db, (row[2] or []) if mail.enabled() else [], now)
-    return row[0], row[1]
+    return SweepResult(**{move.result: row[0], "notifications": row[1]})
 
 
-def sweep(db: Session, now: datetime | None = None, *, escalate_after: timedelta = timedelta(hours=1)) -> SweepResult:
+# PostgreSQL moves clocks in batches of this many, one transaction each: locks are held
+# briefly, and several connections (or hosts) share a large sweep batch by batch.
+SWEEP_BATCH = 10_000
+
+
+def sweep(db: Session, now: datetime | None = None, *, escalate_after: timedelta = timedelta(hours=1),
+          workers: int = 1) -> SweepResult:
+    """Move clocks to due soon and overdue, escalate overdue ones, one notification per transition.
+
+    SQLite: all in one transaction. PostgreSQL: batch by batch, each its own transaction; once a
+    batch comes back full, the rest is shared by ``workers`` connections at once (sessions of
+    their own). What a failed batch leaves, the next sweep does.
+    """
     now = now or utcnow()
+    moves = _moves(now, escalate_after)
+    if db.get_bind().dialect.name != "postgresql":
+        result = sum((_transition(db, move, now) for move in moves), SweepResult())
+        db.commit()
+        return result
     result = SweepResult()
-    result.overdue, overdue = _transition(
-        db, Clock.state.in_(("running", "due_soon")) & (Clock.due_at <= now), {"state": "overdue"},
-        ("clock:", ":overdue:"), "deadline_overdue", now)
-    result.due_soon, due_soon = _transition(
-        db, (Clock.state == "running") & (Clock.warn_at <= now) & (Clock.due_at > now), {"state": "due_soon"},
-        ("clock:", ":due_soon:"), "deadline_due_soon", now)
-    result.escalated, escalated = _transition(
-        db, (Clock.state == "overdue") & Clock.escalated_at.is_(None) & (Clock.due_at <= now - escalate_after),
-        {"escalated_at": now}, ("escalate:", ":"), "deadline_escalated", now, assignee=False)
-    result.notifications = overdue + due_soon + escalated
+    for i, move in enumerate(moves):
+        batch = _batch(db, move, now)
+        result += batch
+        if _full(batch, move):
+            return result + _share(db, moves[i:], now, workers)
+    return result
+
+
+def _batch(db: Session, move: _Move, now: datetime) -> SweepResult:
+    result = _transition(db, move, now, SWEEP_BATCH)
     db.commit()
     return result
+
+
+def _full(batch: SweepResult, move: _Move) -> bool:
+    # A short batch: nothing left, or the rest held by other sweeps (SKIP LOCKED).
+    return getattr(batch, move.result) >= SWEEP_BATCH
+
+
+def _share(db: Session, moves: list[_Move], now: datetime, workers: int) -> SweepResult:
+    """Every batch of ``moves`` there is, on ``workers`` connections at once."""
+    def batches(session: Session) -> SweepResult:
+        result = SweepResult()
+        for move in moves:
+            while True:
+                batch = _batch(session, move, now)
+                result += batch
+                if not _full(batch, move):
+                    break
+        return result
+
+    if workers <= 1:
+        return batches(db)
+    app, engine = current_app._get_current_object(), db.get_bind()
+
+    def part() -> SweepResult:
+        with app.app_context(), OrmSession(engine) as session:
+            return batches(session)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="sweep") as pool:
+        return sum((f.result() for f in [pool.submit(part) for _ in range(workers)]), SweepResult())
 
 
 # -- reading --------------------------------------------------------------

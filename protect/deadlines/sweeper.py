@@ -72,7 +72,8 @@ def run_once(settings, *, collect_garbage: bool = False) -> None:
     """Deadlines, then vaults and their webhooks, then (when asked) blob garbage, then
     the outbox's due e-mail; each in its own transaction, failing alone; in an app context."""
     jobs = [("deadline sweep", lambda: service.sweep(
-                db.session, escalate_after=timedelta(minutes=settings.escalate_after_minutes))),
+                db.session, escalate_after=timedelta(minutes=settings.escalate_after_minutes),
+                workers=settings.sweep_workers)),
             ("vault sweep", lambda: vaults.sweep(db.session)),
             ("vault webhooks", lambda: webhooks.deliver(db.session))]
     if collect_garbage:

@@ -1,10 +1,11 @@
 """Clocks follow case events; the sweep notifies once per transition and escalates once."""
 import threading
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from flask_babel import force_locale
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from protect.accounts.models import User
 from protect.cases import service as cases
@@ -161,6 +162,41 @@ def test_concurrent_sweeps_do_not_double(app, people):
     # 6 clocks, each: overdue to 2 supervisors + escalated to 2 supervisors.
     assert _notifications() == 6 * 4
     assert db.session.execute(select(func.count()).select_from(Clock).where(Clock.state == "overdue")).scalar_one() == 6
+
+
+def test_a_large_sweep_goes_batch_by_batch_on_several_connections(app, people, monkeypatch):
+    """PostgreSQL moves clocks in batches (here of 2), and once a batch comes back full, shares the
+    rest among ``workers`` connections; each clock still moves, and is notified, exactly once."""
+    monkeypatch.setattr(deadlines, "SWEEP_BATCH", 2)
+    cw = people["caseworker"]
+    for i in range(9):
+        case = submitted(people)
+        if i % 3:
+            cases.assign(db.session, cw, case, cw)
+    db.session.commit()
+    later = utcnow() + timedelta(hours=5)
+    statements = []
+    with _counting(statements):
+        result = deadlines.sweep(db.session, later, escalate_after=timedelta(0), workers=3)
+    # 9 clocks overdue (3 unassigned: 2 supervisors each; 6 to the caseworker), then escalated.
+    assert (result.overdue, result.due_soon, result.escalated) == (9, 0, 9)
+    assert result.notifications == _notifications() == 3 * 2 + 6 + 9 * 2
+    overdue = select(func.count()).select_from(Clock).where(Clock.state == "overdue", Clock.escalated_at.is_not(None))
+    assert db.session.execute(overdue).scalar_one() == 9
+    if db.engine.dialect.name == "postgresql":  # batch by batch: at least 5 per move of 9 clocks
+        assert sum("UPDATE clocks" in s for s in statements) >= 10
+    assert deadlines.sweep(db.session, later, escalate_after=timedelta(0), workers=3) == deadlines.SweepResult()
+
+
+@contextmanager
+def _counting(statements: list[str]):
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        yield
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
 
 
 def test_time_left_in_both_languages(app, people):

@@ -2,8 +2,8 @@
 became overdue, two senders draining the outbox meanwhile, and a real SMTP
 server that must receive each notification's e-mail exactly once.
 
-On PostgreSQL the four sweeps and the two senders really run at once (row
-locks with SKIP LOCKED). SQLite lets one writer in at a time and makes the
+On PostgreSQL the four sweeps (each on two connections, in batches of 1,000)
+and the two senders really run at once (row locks with SKIP LOCKED). SQLite lets one writer in at a time and makes the
 others wait on its lock, so there the same rounds run one after another: the
 idempotence (unique keys, re-checked UPDATEs) is tested, the locking is not.
 """
@@ -62,8 +62,10 @@ def count(model, *where) -> int:
     return db.session.execute(select(func.count()).select_from(model).where(*where)).scalar_one()
 
 
-def test_four_sweeps_at_once_mail_each_transition_exactly_once(app, ctx, make_account, smtp):
+def test_four_sweeps_at_once_mail_each_transition_exactly_once(app, ctx, make_account, smtp, monkeypatch):
     use_mail(app, smtp)
+    # On PostgreSQL each sweep goes batch by batch on two connections: eight claim batches at once.
+    monkeypatch.setattr(deadlines, "SWEEP_BATCH", 1000)
     caseworkers = [make_account("caseworker").id for _ in range(20)]
     make_account("supervisor")
     now = overdue_clocks(caseworkers, CLOCKS)
@@ -78,7 +80,7 @@ def test_four_sweeps_at_once_mail_each_transition_exactly_once(app, ctx, make_ac
             try:
                 if gate:
                     gate.wait(10)
-                sweeps.append(deadlines.sweep(db.session, now))
+                sweeps.append(deadlines.sweep(db.session, now, workers=2))
             except Exception as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
             finally:
