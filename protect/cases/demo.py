@@ -1149,6 +1149,7 @@ def generate_cases(session: Session, n: int, *, seed: int | None = None, now: da
     if progress:
         progress(n, n, time.perf_counter() - started)
     audit.record(session, "demo.cases_generated", count=n)
+    service.raise_list_edition(session)  # written past the ORM: lists rendered before are stale
     session.commit()
     return n
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, Date, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..crypto.columns import Ciphertext, RowId, sealed
@@ -69,8 +69,19 @@ class Case(RowId, Model):
     __table_args__ = (Index("ix_cases_queue", "status", "immediate_danger", "submitted_at"),
                       Index("ix_cases_priority", immediate_danger.desc(), submitted_at, "id"),
                       Index("ix_cases_assignee_status", "assignee_id", "status", "immediate_danger",
-                            "submitted_at"),
+                            "submitted_at", "id"),
                       Index("ix_cases_filer_status", "filed_by_id", "status"))
+
+
+class ListEdition(Model):
+    """How often what the case lists show has changed. Raised in the transaction of every change
+    to a case or a staff account (``service.raise_list_edition``), so a list rendered at edition
+    n is still current while the edition is n: the queue keeps rendered lists that long."""
+
+    __tablename__ = "list_editions"
+
+    name: Mapped[str] = mapped_column(String(20), primary_key=True)  # "cases"
+    number: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Incident(RowId, Model):

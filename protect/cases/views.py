@@ -9,17 +9,20 @@ parts) is not theirs to see, 403 when they may see it but not do that.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
 from babel import dates as babel_dates
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from cachetools import LRUCache
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import get_locale, ngettext
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
+from markupsafe import Markup
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.routing import BuildError
 from wtforms import SelectChoice
@@ -388,19 +391,75 @@ def queue():
         immediate_danger=danger, reference=reference,
         sort=form.value("sort", forms.SORTS) or "priority",
         page=_page_number(), per_page=PER_PAGE)
-    rows, total = service.list_cases(db.session, me, filters)
-    # Assignees already loaded (the reader, the supervisor's staff list) are not read again.
-    names = {u.id: u for u in [*staff, me]}
-    names.update(service.staff_by_id(db.session, {c.assignee_id for c in rows} - names.keys()))
     try:
         phone_intake = url_for("intake.new")
     except BuildError:  # the intake blueprint not there (yet): no button
         phone_intake = None
     filtered = any(request.args.get(k) for k in ("status", "assignee", "risk", "danger", "reference")) \
         or stage != "open"
-    return render_template("cases/queue.html", form=form, rows=_queue_rows(rows, names), total=total,
-                           page=filters.page, per_page=PER_PAGE, stage=stage,
-                           supervisor=supervisor, filtered=filtered, phone_intake=phone_intake)
+    return render_template("cases/queue.html", form=form, stage=stage, supervisor=supervisor,
+                           filtered=filtered, phone_intake=phone_intake,
+                           listing=_listing(me, filters, staff, filtered=filtered, reference=reference))
+
+
+@dataclass(frozen=True)
+class Listing:
+    html: Markup
+    fresh_until: datetime  # when a row's "days waiting" goes up
+
+
+class Listings:
+    """Rendered case lists of this process, each kept while the list edition it was rendered at
+    is current and its day counts hold: a caseworker's queue, looked at all day long, is
+    rendered again only when something it shows changed. Keyed by the reader, so nobody is
+    ever served a list rendered for someone else; kept in memory only, up to 16 MiB."""
+
+    def __init__(self, max_bytes: int = 16 * 2**20):
+        self._lists: LRUCache = LRUCache(max_bytes, getsizeof=lambda listing: len(listing.html))
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, now: datetime) -> Markup | None:
+        with self._lock:
+            listing = self._lists.get(key)
+        return listing.html if listing is not None and now < listing.fresh_until else None
+
+    def put(self, key: tuple, listing: Listing) -> None:
+        with self._lock:
+            self._lists[key] = listing
+
+    def clear(self) -> None:
+        with self._lock:
+            self._lists.clear()
+
+
+@bp.record_once
+def _keep_listings(state) -> None:
+    state.app.extensions["protect.listings"] = Listings()
+
+
+def _listing(me: User, filters: service.CaseFilter, staff: list[User], *, filtered: bool,
+             reference: str | None) -> Markup:
+    """The queue's list (count, rows, pager): as rendered before when nothing it shows changed."""
+    listings: Listings = current_app.extensions["protect.listings"]
+    key = (me.id, str(get_locale()), request.query_string, service.list_edition(db.session))
+    now = utcnow()
+    if (html := listings.get(key, now)) is not None:
+        return html
+    rows, total = service.list_cases(db.session, me, filters)
+    # Assignees already loaded (the reader, the supervisor's staff list) are not read again.
+    names = {u.id: u for u in [*staff, me]}
+    names.update(service.staff_by_id(db.session, {c.assignee_id for c in rows} - names.keys()))
+    html = Markup(render_template(  # noqa: S704 - an autoescaped template's output
+        "cases/_queue_list.html", rows=_queue_rows(rows, names, now), total=total, page=filters.page,
+        per_page=PER_PAGE, filtered=filtered, reference=reference))
+    listings.put(key, Listing(html, _days_change(rows, now)))
+    return html
+
+
+def _days_change(rows, now: datetime) -> datetime:
+    """When the first of ``rows``' "days waiting" (``days_waiting``) goes up."""
+    return min((r.submitted_at + timedelta(days=max(0, (now - r.submitted_at).days) + 1)
+                for r in rows if r.submitted_at and not r.closed_at), default=datetime.max.replace(tzinfo=UTC))
 
 
 # The queue filters' labels and choices as plain text, per language: read on every
@@ -434,10 +493,10 @@ class QueueRow:
     assignee: str | None  # None: nobody yet
 
 
-def _queue_rows(rows, names: dict[str, User]) -> list[QueueRow]:
+def _queue_rows(rows, names: dict[str, User], now: datetime) -> list[QueueRow]:
     """The page's rows with each label and name resolved once per distinct value, not
     once per row (lazy labels cost a Babel lookup each time they are read)."""
-    locale, now = str(get_locale()), utcnow()
+    locale = str(get_locale())
     statuses = {s: str(codes.STATUSES.get(s, s)) for s in {r.status for r in rows}}
     procedures = {p: str(codes.PROCEDURES.get(p) or "—") for p in {r.procedure for r in rows}}
     people = {i: person(names.get(i)) for i in {r.assignee_id for r in rows} if i}

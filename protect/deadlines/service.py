@@ -405,7 +405,7 @@ def _share(db: Session, moves: list[_Move], now: datetime, workers: int) -> Swee
 
     if workers <= 1:
         return batches(db)
-    app, engine = current_app._get_current_object(), db.get_bind()
+    app, engine = current_app._get_current_object(), db.get_bind()  # type: ignore[attr-defined]
 
     def part() -> SweepResult:
         with app.app_context(), OrmSession(engine) as session:

@@ -323,6 +323,7 @@ def test_queue_issues_the_same_number_of_queries_for_5_and_40_cases(app, client,
 
     def queries_for(path):
         client.get(path)  # warm: session touch, first-use work
+        app.extensions["protect.listings"].clear()  # the list made afresh, not as kept
         statements.clear()
         event.listen(engine, "before_cursor_execute", count)
         try:
@@ -341,6 +342,71 @@ def test_queue_issues_the_same_number_of_queries_for_5_and_40_cases(app, client,
     assert html.count("/cases/") == 40
     assert few == many, f"{few} queries for 5 cases, {many} for 40"
     assert many <= 10
+
+
+def _queue_rows_of(html: str) -> list[str]:
+    return re.findall(r"<tr>.*?</tr>", html.split("<tbody>")[1], re.S) if "<tbody>" in html else []
+
+
+def test_queue_list_is_kept_until_something_it_shows_changes(app, client, make_account, journalist):
+    """The rendered list is served again (no list statements) while the list edition holds; any
+    change to a case, or to a staff account, makes the next look render it afresh."""
+    cw, sup = make_account("caseworker"), make_account("supervisor")
+    _, reference = new_case(app, journalist)
+    with app.app_context():
+        engine = db.engine
+    statements = []
+
+    def look() -> tuple[str, list[str]]:
+        statements.clear()
+        listen = lambda conn, cursor, statement, *args: statements.append(statement)  # noqa: E731
+        event.listen(engine, "before_cursor_execute", listen)
+        try:
+            html = text(client.get("/queue"))
+        finally:
+            event.remove(engine, "before_cursor_execute", listen)
+        return html, [s for s in statements if "FROM cases" in s]
+
+    sign_in(client, cw)
+    first, listed = look()
+    assert reference in first and len(listed) == 2  # the count and the page
+    again, listed = look()
+    assert listed == [] and _queue_rows_of(again) == _queue_rows_of(first)
+
+    # A supervisor takes the case on for the caseworker: the list shows it assigned.
+    case_id = first.split('href="/cases/')[1].split('"')[0]
+    with_case(app, case_id, lambda s, c: service.assign(s, user(sup), c, user(cw)))
+    changed, listed = look()
+    assert len(listed) == 2 and f"<td>{cw.email}</td>" in changed
+    # A staff account changing (a name the list shows) renders it afresh too.
+    with app.app_context():
+        edition = service.list_edition(db.session)
+        user(cw).name = "Rosa Analista"
+        db.session.commit()
+        assert service.list_edition(db.session) == edition + 1
+    renamed, listed = look()
+    assert len(listed) == 2 and "<td>Rosa Analista</td>" in renamed
+
+
+def test_queue_list_kept_is_the_readers_own_and_its_days_stay_true(app, client, make_account, journalist):
+    cw, other = make_account("caseworker"), make_account("caseworker")
+    case_id, reference = new_case(app, journalist)
+
+    def two_days_waiting_almost_three(s, c):
+        service.assign(s, user(cw), c, user(cw))
+        c.submitted_at = datetime.now(timezone.utc) - timedelta(days=3) + timedelta(minutes=10)
+    with_case(app, case_id, two_days_waiting_almost_three)
+    sign_in(client, cw)
+    html = text(client.get("/queue"))
+    assert reference in html and "<td>2</td>" in html
+    # Another caseworker, same address, same language: their own list, without the case.
+    other_client = app.test_client()
+    sign_in(other_client, other)
+    assert reference not in text(other_client.get("/queue"))
+    # Minutes later the kept list would still say 2 days: it is rendered again and says 3.
+    app.extensions["protect.now"].advance(minutes=11)
+    html = text(client.get("/queue"))
+    assert reference in html and "<td>3</td>" in html and "<td>2</td>" not in html
 
 
 # -- conflicts and refusals -------------------------------------------------------
