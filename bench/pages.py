@@ -461,7 +461,7 @@ def run_wrk(instance: Path, cookie: str, seconds: int, workers: int, threads: in
                 break
             except OSError:
                 if time.time() > deadline or server.poll() is not None:
-                    raise SystemExit(f"gunicorn did not start (see {OUT / 'gunicorn.log'})")
+                    raise SystemExit(f"gunicorn did not start (see {OUT / 'gunicorn.log'})") from None
                 time.sleep(0.3)
         header = f"Cookie: protect_session={cookie}"
         for label, path, with_cookie in (("queue (caseworker)", "/queue", True),

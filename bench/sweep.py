@@ -139,8 +139,8 @@ def load(n: int, now) -> None:
                         for row in rows:
                             copy.write_row(row)
         else:
-            db.session.execute(insert(Case.__table__), [dict(zip(case_cols, r)) for r in cases])
-            db.session.execute(insert(Clock.__table__), [dict(zip(clock_cols, r)) for r in clocks])
+            db.session.execute(insert(Case.__table__), [dict(zip(case_cols, r, strict=True)) for r in cases])
+            db.session.execute(insert(Clock.__table__), [dict(zip(clock_cols, r, strict=True)) for r in clocks])
         db.session.commit()
     analyse()
 
