@@ -21,6 +21,7 @@ from .crypto import rotation
 from .deadlines import service as deadlines
 from .errors import DomainError
 from .extensions import db
+from .reports import service as reports
 from .vault import service as vaults
 from .vault import webhooks
 
@@ -203,6 +204,7 @@ def _sweep_once() -> None:
                f"escalated: {result.escalated}, notifications: {result.notifications}")
     click.echo(f"vaults: {vaults.sweep(db.session)}")
     click.echo(f"vault webhooks: {webhooks.deliver(db.session)}")
+    click.echo(f"delay reports made again: {reports.refresh(db.session)}")
     if settings.mail_server:  # the sweep committed: its e-mail may go now
         _send_mail(limit=10000)
 

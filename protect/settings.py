@@ -67,9 +67,10 @@ class Settings:
     sweep_workers: int = 2
     # Donor reports: a figure resting on fewer cases than this shows "< k" (reports/suppression.py).
     report_min_cell: int = 5
-    # A report made this many seconds ago is shown again though new data arrived (it says "as of"
-    # when): under a stream of new requests every look would otherwise recompute it.
-    report_max_age_seconds: int = 60
+    # A report's kept figures (reports/models.py) are shown this long though new data arrived (the
+    # report says "as of" when); the sweeper makes them again every report_refresh_seconds at most.
+    report_max_age_seconds: int = 900
+    report_refresh_seconds: int = 300
     # Log lines as "text" (for people) or "json" (one object a line, for collectors; production).
     log_format: str = "text"
     # Reverse proxies in front of the app (nginx: 1); their X-Forwarded-For/-Proto are trusted that deep.

@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from ..extensions import db
 from ..notify import mail
+from ..reports import service as reports
 from ..vault import service as vaults
 from ..vault import webhooks
 from . import service
@@ -75,7 +76,8 @@ def run_once(settings, *, collect_garbage: bool = False) -> None:
                 db.session, escalate_after=timedelta(minutes=settings.escalate_after_minutes),
                 workers=settings.sweep_workers)),
             ("vault sweep", lambda: vaults.sweep(db.session)),
-            ("vault webhooks", lambda: webhooks.deliver(db.session))]
+            ("vault webhooks", lambda: webhooks.deliver(db.session)),
+            ("delay reports made again", lambda: reports.refresh(db.session))]
     if collect_garbage:
         jobs.append(("blob garbage collection", lambda: vaults.collect_garbage(db.session)))
         jobs.append(("planner statistics", _refresh_statistics))

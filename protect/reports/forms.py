@@ -32,14 +32,14 @@ class ReportForm(PlainForm):
 
     def offer(self, viewer) -> None:
         """Choices within what ``viewer`` may see (a donor's scope; complete months only for donors)."""
-        latest = service.latest_month(viewer)
+        latest = service.latest_month(viewer.role)
         months: list[SelectChoice] = []
         month = latest
         while month >= EARLIEST and len(months) < 120:
             months.append(SelectChoice(month.strftime("%Y-%m"), month.strftime("%Y-%m")))
             month = service.previous_month(month)
         self.start.choices = self.end.choices = months
-        default = service.default_period(viewer)
+        default = service.default_period(viewer.role)
         self.start.data = self.start.data or default.first.strftime("%Y-%m")
         self.end.data = self.end.data or default.last.strftime("%Y-%m")
         scope = service.scope_of(viewer)

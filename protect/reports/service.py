@@ -24,6 +24,9 @@ Definitions (also in the report's method notes, templates/reports/_method.html):
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -33,8 +36,9 @@ from datetime import UTC, date, datetime, timedelta
 from flask import current_app
 from flask_babel import get_locale, gettext, ngettext
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import Integer, String, and_, cast, func, literal, null, or_, select, text, union_all
+from sqlalchemy import Integer, String, and_, cast, delete, func, literal, null, or_, select, text, union_all
 from sqlalchemy import case as sql_case
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
@@ -47,6 +51,7 @@ from ..deadlines.models import Clock, DeadlinePolicy
 from ..deadlines.service import STAGES, current_policies
 from ..errors import DomainError, NotFound, PermissionDenied
 from ..extensions import Session, UTCDateTime, utcnow
+from .models import PreparedReport
 from .suppression import Cell, Network, suppress
 
 MAX_MONTHS = 60
@@ -116,14 +121,14 @@ def this_month() -> date:
     return today.replace(day=1)
 
 
-def latest_month(viewer: User) -> date:
+def latest_month(role: str) -> date:
     """Donors see complete months only (a past report never changes); supervisors also the current one."""
     current = this_month()
-    return current if viewer.role == "supervisor" else previous_month(current)
+    return current if role == "supervisor" else previous_month(current)
 
 
-def default_period(viewer: User) -> Period:
-    last = first = latest_month(viewer)
+def default_period(role: str) -> Period:
+    last = first = latest_month(role)
     for _ in range(11):
         first = previous_month(first)
     return Period(first, last)
@@ -132,7 +137,7 @@ def default_period(viewer: User) -> Period:
 def check_period(viewer: User, period: Period) -> Period:
     if period.last < period.first:
         raise DomainError(_l("The last month comes before the first one."))
-    latest = latest_month(viewer)
+    latest = latest_month(viewer.role)
     if period.last > latest:
         raise DomainError(_l("The report covers the months up to %(month)s; choose an earlier last month.",
                              month=latest.strftime("%Y-%m")))
@@ -153,10 +158,19 @@ class Filters:
         return {k: v for k, v in (("states", self.states), ("beneficiaries", self.beneficiaries),
                                   ("gender", self.gender)) if v is not None}
 
+    @classmethod
+    def from_dict(cls, found: dict) -> Filters:
+        states, beneficiaries = (tuple(found[k]) if k in found else None for k in ("states", "beneficiaries"))
+        return cls(states, beneficiaries, found.get("gender"))
+
 
 def scope_of(user: User) -> Filters:
     """What a viewer may see at all: a donor's scope ({"states": [...], "beneficiaries": [...]})."""
-    scope = (user.report_scope or {}) if user.role == "donor" else {}
+    return _scope(user.report_scope if user.role == "donor" else None)
+
+
+def _scope(scope: dict | None) -> Filters:
+    scope = scope or {}
     states = tuple(s for s in scope.get("states") or () if s in codes.STATES) or None
     beneficiaries = tuple(b for b in scope.get("beneficiaries") or () if b in codes.BENEFICIARY_TYPES) or None
     return Filters(states, beneficiaries)
@@ -395,6 +409,21 @@ FAMILIES = {"done": _done, "waiting": _waiting, "requests": _requests, "measures
             "threats": _threats}
 
 
+def _open_at_month_ends(db: Session, ask: Ask) -> list[list]:
+    """Clocks open at the end of each month but the last (which ends with the period), as
+    (stage, month ends passed before it started, before it stopped, clocks): a clock is open at
+    month end m when started <= m < stopped, so one pass over the clocks gives every month."""
+    ends = [min(end, ask.as_of) for end in _month_ends(ask.period)][:-1]
+    if not ends:
+        return []
+    started, stopped = _bucket(Clock.started_at, ends).label("started"), _bucket(Clock.stopped_at, ends).label("stopped")
+    return [list(row) for row in db.execute(
+        select(Clock.stage, started, stopped, func.count()).join(Case, Case.id == Clock.case_id)
+        .where(Clock.started_at < _at(ends[-1]), or_(Clock.stopped_at.is_(None), Clock.stopped_at >= _at(ends[0])),
+               *_case_conditions(ask.filters))
+        .group_by(Clock.stage, started, stopped))]
+
+
 @dataclass(frozen=True)
 class Agg:
     """One group's figures: rows, distinct cases; or the order statistics of a value (nearest rank)."""
@@ -408,6 +437,60 @@ class Agg:
 
 
 NONE = Agg()
+AGG_FIELDS = len(dataclasses.fields(Agg))
+
+# What a report is made of: per family of rows, the levels counted (rows and distinct cases,
+# the latter only where named: each costs a sort) and the levels ranked (order statistics).
+AGGREGATES: dict[str, tuple[Callable, dict, dict, bool | set[str]]] = {
+    "done": (_done, {"cases": ["stage"], "fine": ["stage", "month", "bin"]}, {
+        "stage": ("spent", ["stage"], None), "stage_month": ("spent", ["stage", "month"], None),
+        "journey": ("journey", [], lambda c: c.stage == "implementation"),
+        **{dim: ("spent", ["stage", dim], lambda c: c.stage.in_(BROKEN_DOWN)) for dim in TIMED_BREAKDOWNS}},
+        {"cases"}),
+    "waiting": (_waiting, {"all": [], "stage": ["stage"], "band": ["band"], "cell": ["stage", "band"],
+                           "assignee": ["assignee"]},
+                {"stage_age": ("age", ["stage"], None)}, {"all", "stage", "band", "assignee"}),
+    # One row per case: its rows are its cases, no distinct count needed.
+    "requests": (_requests, {"all": [], "month": ["month"], "outcome": ["outcome"], "cell": ["month", "outcome"],
+                             "reason": ["reason"], "assignee": ["assignee"], **{dim: [dim] for dim in BREAKDOWNS}},
+                 {}, False),
+    "measures": (_measures, {"all": [], "status": ["status"], "authority": ["authority"],
+                             "authority_status": ["authority", "status"], "kind": ["kind"],
+                             "kind_status": ["kind", "status"], "month": ["month"]},
+                 {"s_authority": ("spent", ["authority"], None), "s_kind": ("spent", ["kind"], None),
+                  "s_month": ("spent", ["month"], None), "s_all": ("spent", [], None)},
+                 {"all", "status", "authority", "kind"}),
+    "threats": (_threats, {"all": [], "platform": ["platform"], "answered": ["answered"],
+                           "cell": ["platform", "answered"], "month": ["month"]},
+                {"answer": ("answer_time", ["platform"], None), "answer_month": ("answer_time", ["month"], None),
+                 "answer_all": ("answer_time", [], None), "removal": ("removal_time", ["platform"], None),
+                 "removal_all": ("removal_time", [], None)}, True),
+}
+
+
+def read_figures(db: Session, ask: Ask) -> dict:
+    """Every aggregate the report of ``ask`` is made of, in a few statements, as JSON: per family
+    and level, rows of [*group keys, *Agg]; and the clocks open at the month ends."""
+    if db.get_bind().dialect.name == "postgresql":
+        # For this transaction only: the report's statements are large and run once, so JIT
+        # compiling them costs more than it saves (about a second at 100,000 cases), and the
+        # sorts of its percentiles fit in memory instead of spilling to disk.
+        db.execute(text("SET LOCAL jit = off"))
+        db.execute(text("SET LOCAL work_mem = '64MB'"))
+    figures: dict = {
+        name: {level: [[*key, *dataclasses.astuple(agg)] for key, agg in found.items()]
+               for level, found in _aggregate(db, family(ask), counts, stats, distinct=distinct).items()}
+        for name, (family, counts, stats, distinct) in AGGREGATES.items()}
+    figures["open_at"] = _open_at_month_ends(db, ask)
+    return figures
+
+
+def _thaw(figures: dict) -> dict:
+    """``read_figures``' JSON as the builder reads it: per family and level, group keys -> Agg."""
+    out: dict = {name: {level: {tuple(row[:-AGG_FIELDS]): Agg(*row[-AGG_FIELDS:]) for row in rows}
+                        for level, rows in figures[name].items()} for name in AGGREGATES}
+    out["open_at"] = [tuple(row) for row in figures["open_at"]]
+    return out
 
 
 def _aggregate(db: Session, base, counts: dict[str, list[str]],
@@ -522,18 +605,18 @@ class Report:
 
 
 class _Builder:
-    """Reads the aggregates, makes every count a ``Cell`` in the suppression network, then the tables."""
+    """Makes every count of the aggregates a ``Cell`` in the suppression network, then the tables."""
 
-    def __init__(self, db: Session, viewer: User, period: Period, filters: Filters):
+    def __init__(self, db: Session, ask: Ask, figures: dict, *, internal: bool, k: int):
         self.db = db
-        self.ask = Ask(period, filters, min(period.end, utcnow()))
-        self.internal = viewer.role == "supervisor"
-        settings = current_app.extensions["protect.settings"]
-        self.k = 1 if self.internal else max(1, int(settings.report_min_cell))
+        self.ask = ask
+        self.figures = _thaw(figures)
+        self.internal = internal
+        self.k = k
         self.network = Network()
         self.cells: list[Cell] = []
-        self.months = [str(i) for i in range(len(period.months))]
-        self.month_labels = [m.strftime("%Y-%m") for m in period.months]
+        self.months = [str(i) for i in range(len(ask.period.months))]
+        self.month_labels = [m.strftime("%Y-%m") for m in ask.period.months]
         policies = current_policies(db, self.ask.as_of.astimezone(TZ).date())
         self.terms = {p.stage: (p.duration, p.unit) for p in policies}
 
@@ -573,12 +656,7 @@ class _Builder:
 
     # -- figures -------------------------------------------------------------------------
     def read_stages(self):
-        found = _aggregate(self.db, _done(self.ask), {"cases": ["stage"], "fine": ["stage", "month", "bin"]}, {
-            "stage": ("spent", ["stage"], None), "stage_month": ("spent", ["stage", "month"], None),
-            "journey": ("journey", [], lambda c: c.stage == "implementation"),
-            **{dim: ("spent", ["stage", dim], lambda c: c.stage.in_(BROKEN_DOWN)) for dim in TIMED_BREAKDOWNS}},
-            distinct={"cases"})
-        self.done = found
+        found = self.done = self.figures["done"]
         fine = {key: agg.n for key, agg in found["fine"].items()}
 
         def count(s, months, bins):
@@ -607,10 +685,7 @@ class _Builder:
             self.network.split(self.late[s], self.bins[s])
 
     def read_backlog(self):
-        found = _aggregate(self.db, _waiting(self.ask), {
-            "all": [], "stage": ["stage"], "band": ["band"], "cell": ["stage", "band"], "assignee": ["assignee"]},
-            {"stage_age": ("age", ["stage"], None)}, distinct={"all", "stage", "band", "assignee"})
-        self.waiting = found
+        found = self.waiting = self.figures["waiting"]
         self.backlog, self.waiting_by_stage = [], []
         for s in STAGES:
             stage = found["stage"].get((s,), NONE)
@@ -625,23 +700,11 @@ class _Builder:
 
     def month_end_backlog(self) -> list[Cell]:
         """Deadlines open at the end of each month; the last month ends with the period: the same cell.
-
-        A clock is open at a month's end when it started before it and had not stopped by then:
-        grouped by stage and by how many month ends passed before it started and before it
-        stopped, one pass over the clocks gives every month. A case waits on one clock of a
-        stage at a time, so the largest stage's count is a floor on the cases behind the figure.
-        """
-        ends = [min(end, self.ask.as_of) for end in _month_ends(self.ask.period)][:-1]
-        if not ends:
-            return [self.waiting_total]
-        started, stopped = _bucket(Clock.started_at, ends).label("started"), _bucket(Clock.stopped_at, ends).label("stopped")
-        rows = self.db.execute(
-            select(Clock.stage, started, stopped, func.count()).join(Case, Case.id == Clock.case_id)
-            .where(Clock.started_at < _at(ends[-1]), or_(Clock.stopped_at.is_(None), Clock.stopped_at >= _at(ends[0])),
-                   *_case_conditions(self.ask.filters))
-            .group_by(Clock.stage, started, stopped)).all()
+        A case waits on one clock of a stage at a time, so the largest stage's count is a floor
+        on the cases behind the figure."""
+        rows = self.figures["open_at"]
         cells = []
-        for m in range(len(ends)):
+        for m in range(len(self.months) - 1):
             by_stage: dict[str, int] = {}
             for stage, first, last, n in rows:
                 if first <= m < last:
@@ -650,11 +713,7 @@ class _Builder:
         return cells + [self.waiting_total]
 
     def read_requests(self):
-        # One row per case: its rows are its cases, no distinct count needed.
-        found = _aggregate(self.db, _requests(self.ask), {
-            "all": [], "month": ["month"], "outcome": ["outcome"], "cell": ["month", "outcome"],
-            "reason": ["reason"], "assignee": ["assignee"], **{dim: [dim] for dim in BREAKDOWNS}}, distinct=False)
-        self.requests = found
+        found = self.requests = self.figures["requests"]
         self.outcomes = [[self.cell(found["cell"], (m, o), "requests", month=m, outcome=o) for o in OUTCOMES]
                          for m in self.months]
         self.received = [self.cell(found["month"], (m,), "requests", month=m) for m in self.months]
@@ -687,15 +746,9 @@ class _Builder:
         self.network.split(self.received_total, [cells[0] for cells in self.load.values()] + [self.unassigned])
 
     def read_measures(self):
-        # Distinct cases are counted for the rows and columns; a cell of a row has at least
-        # its measures minus the row's repeats (cases with more than one measure in that row).
-        found = _aggregate(self.db, _measures(self.ask), {
-            "all": [], "status": ["status"], "authority": ["authority"], "authority_status": ["authority", "status"],
-            "kind": ["kind"], "kind_status": ["kind", "status"], "month": ["month"]}, {
-            "s_authority": ("spent", ["authority"], None), "s_kind": ("spent", ["kind"], None),
-            "s_month": ("spent", ["month"], None), "s_all": ("spent", [], None)},
-            distinct={"all", "status", "authority", "kind"})
-        self.measures = found
+        # A cell of a row has at least its measures minus the row's repeats (cases with more
+        # than one measure in that row).
+        found = self.measures = self.figures["measures"]
         self.kinds = self.measure_types()
 
         def within(row: Cell, level: str, key, **dims) -> Cell:
@@ -715,13 +768,7 @@ class _Builder:
         self.network.split(self.decided, self.decided_by_month)
 
     def read_platforms(self):
-        found = _aggregate(self.db, _threats(self.ask), {
-            "all": [], "platform": ["platform"], "answered": ["answered"], "cell": ["platform", "answered"],
-            "month": ["month"]}, {
-            "answer": ("answer_time", ["platform"], None), "answer_month": ("answer_time", ["month"], None),
-            "answer_all": ("answer_time", [], None), "removal": ("removal_time", ["platform"], None),
-            "removal_all": ("removal_time", [], None)})
-        self.threats = found
+        found = self.threats = self.figures["threats"]
         self.reported = [self.cell(found["platform"], (p,), "threats", platform=p) for p in codes.PLATFORMS]
         self.answers = [[self.cell(found["cell"], (p, a), "threats", platform=p, answered=a) for a in (1, 0)]
                         for p in codes.PLATFORMS]
@@ -739,12 +786,6 @@ class _Builder:
 
     # -- tables ----------------------------------------------------------------------------
     def build(self) -> Report:
-        if self.db.get_bind().dialect.name == "postgresql":
-            # For this transaction only: the report's statements are large and run once, so JIT
-            # compiling them costs more than it saves (about a second at 100,000 cases), and the
-            # sorts of its percentiles fit in memory instead of spilling to disk.
-            self.db.execute(text("SET LOCAL jit = off"))
-            self.db.execute(text("SET LOCAL work_mem = '64MB'"))
         self.read_stages()
         self.read_backlog()
         self.read_requests()
@@ -964,40 +1005,31 @@ def term_text(duration: int, unit: str) -> str:
 def build(db: Session, viewer: User, period: Period, filters: Filters) -> Report:
     """The report for ``viewer``: suppressed for a donor, whole for a supervisor.
 
-    A report takes seconds at 100,000 cases (bench/RESULTS.md, "reports"), and one look
-    often asks for it several times (the page, then its PDF, CSV and JSON). So the last few
-    made are kept in this process while the data they came from is unchanged: every change
-    a report can see writes a case event or a clock (or a policy version), so the newest
-    event, the number of clocks and the newest policy say whether it still holds. While
-    requests keep arriving that is never for long, so a report younger than
-    ``report_max_age_seconds`` is shown again anyway, with the time it is "as of".
+    Its aggregates take seconds at 100,000 cases (bench/RESULTS.md, "reports"), so they are
+    kept (``PreparedReport``), shared by whoever asks for the same period and selection, and
+    made again in the background when the data changes (``refresh``, from the sweeper). A
+    look uses the kept aggregates while the data they came from is unchanged, or while they
+    are younger than ``report_max_age_seconds`` (the report says "as of" when); else it makes
+    them itself. The finished report is kept in this process too, per kind of viewer and
+    language, while its aggregates are the kept ones.
     """
     if viewer.role not in ("donor", "supervisor"):
         raise PermissionDenied(_l("Only donors and supervisors read the delay reports."))
     check_period(viewer, period)
-    builder = _Builder(db, viewer, period, filters)
-    state = db.execute(select(select(func.max(CaseEvent.id)).scalar_subquery(),
-                              select(func.count()).select_from(Clock).scalar_subquery(),
-                              select(func.max(DeadlinePolicy.id)).scalar_subquery())).one()
-    key = (builder.internal, builder.k, period, filters, str(get_locale()))
+    internal = viewer.role == "supervisor"
+    k = 1 if internal else max(1, int(current_app.extensions["protect.settings"].report_min_cell))
+    kept = _kept(db, period, filters)
+    key = (kept.key, kept.made_at, internal, k, str(get_locale()))
     cache = current_app.extensions.setdefault("protect.reports", _Recent())
-    now, max_age = utcnow(), timedelta(seconds=current_app.extensions["protect.settings"].report_max_age_seconds)
-    made = cache.get(key)
-    if made is None or not ((made.state, made.report.as_of) == (tuple(state), builder.ask.as_of)
-                            or now - made.at < max_age):
-        made = cache.put(key, _Made(builder.build(), tuple(state), now))
-    return made.report
-
-
-@dataclass(frozen=True)
-class _Made:
-    report: Report
-    state: tuple  # what it was made of (newest event, clocks, newest policy)
-    at: datetime
+    report = cache.get(key)
+    if report is None:
+        report = cache.put(key, _Builder(db, Ask(period, filters, kept.as_of), kept.figures,
+                                         internal=internal, k=k).build())
+    return report
 
 
 class _Recent:
-    """The last few reports made, by what they were made of (least recently used out first)."""
+    """The last few reports made in this process (least recently used out first)."""
 
     SIZE = 16
 
@@ -1005,19 +1037,102 @@ class _Recent:
         self.lock = threading.Lock()
         self.items: OrderedDict = OrderedDict()
 
-    def get(self, key):
+    def get(self, key) -> Report | None:
         with self.lock:
             if key in self.items:
                 self.items.move_to_end(key)
                 return self.items[key]
         return None
 
-    def put(self, key, made: _Made) -> _Made:
+    def put(self, key, report: Report) -> Report:
         with self.lock:
-            self.items[key] = made
+            self.items[key] = report
             while len(self.items) > self.SIZE:
                 self.items.popitem(last=False)
-        return made
+        return report
+
+
+# -- prepared reports ----------------------------------------------------------------
+
+KEEP_UNASKED = timedelta(days=7)   # prepared reports nobody asked for this long are dropped
+ASKED_EVERY = timedelta(hours=1)   # how finely asked_at is kept: a write per look would be waste
+REFRESH_PER_RUN = 2                # most reports one sweep makes again (seconds each at 100,000 cases)
+
+
+def _prepared_key(period: Period, filters: Filters) -> str:
+    asked = [period.first.isoformat(), period.last.isoformat(), filters.as_dict()]
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
+
+
+def _as_of(period: Period, now: datetime) -> datetime:
+    return min(period.end, now)
+
+
+def _data_state(db: Session) -> list:
+    """What the figures are made of, in one cheap statement: every change a report can see writes
+    a case event or a clock (or a policy version)."""
+    return list(db.execute(select(select(func.max(CaseEvent.id)).scalar_subquery(),
+                                  select(func.count()).select_from(Clock).scalar_subquery(),
+                                  select(func.max(DeadlinePolicy.id)).scalar_subquery())).one())
+
+
+def _current(kept, state: list, now: datetime) -> bool:
+    """Whether kept figures are those the data would give now."""
+    return kept.data_state == state and kept.as_of == _as_of(Period(kept.first, kept.last), now)
+
+
+def _kept(db: Session, period: Period, filters: Filters) -> PreparedReport:
+    """The kept aggregates of a period and selection, made now if there are none fit to show."""
+    now, state = utcnow(), _data_state(db)
+    kept = db.get(PreparedReport, _prepared_key(period, filters))
+    max_age = timedelta(seconds=current_app.extensions["protect.settings"].report_max_age_seconds)
+    if kept is None or not (_current(kept, state, now) or now - kept.made_at < max_age):
+        return prepare(db, period, filters, state, asked=True)
+    if now - kept.asked_at >= ASKED_EVERY:
+        kept.asked_at = now
+        db.commit()
+    return kept
+
+
+def prepare(db: Session, period: Period, filters: Filters, state: list, *, asked: bool) -> PreparedReport:
+    """Make the aggregates of a period and selection from the data, and keep them (committed).
+    Two makers at once both write; the later one stays."""
+    now = utcnow()
+    ask = Ask(period, filters, _as_of(period, now))
+    values = {"key": _prepared_key(period, filters), "first": period.first, "last": period.last,
+              "filters": filters.as_dict(), "as_of": ask.as_of, "data_state": state,
+              "figures": read_figures(db, ask), "made_at": now, "asked_at": now}
+    dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
+    again = ["as_of", "data_state", "figures", "made_at"] + (["asked_at"] if asked else [])
+    db.execute(dialect.insert(PreparedReport).values(values)
+               .on_conflict_do_update(index_elements=["key"], set_={k: values[k] for k in again}))
+    db.commit()
+    return PreparedReport(**values)
+
+
+def refresh(db: Session) -> int:
+    """The sweeper's part: make again the kept reports whose data changed (the stalest first, at
+    most ``REFRESH_PER_RUN``, each at most every ``report_refresh_seconds``), and the default
+    report of every donor's scope and of the supervisors ahead of their first look; drop the
+    kept reports nobody asked for in ``KEEP_UNASKED``. Returns how many it made."""
+    now, state = utcnow(), _data_state(db)
+    every = timedelta(seconds=current_app.extensions["protect.settings"].report_refresh_seconds)
+    db.execute(delete(PreparedReport).where(PreparedReport.asked_at < now - KEEP_UNASKED))
+    db.commit()
+    kept = {row.key: row for row in db.execute(select(
+        PreparedReport.key, PreparedReport.first, PreparedReport.last, PreparedReport.filters,
+        PreparedReport.as_of, PreparedReport.data_state, PreparedReport.made_at))}
+    due = [(row.made_at, Period(row.first, row.last), Filters.from_dict(row.filters)) for row in kept.values()
+           if not _current(row, state, now) and now - row.made_at >= every]
+    scopes = {json.dumps(scope, sort_keys=True): scope for (scope,) in db.execute(
+        select(User.report_scope).where(User.role == "donor", User.active.is_(True)))}
+    defaults = [(default_period("donor"), _scope(scope)) for scope in scopes.values()]
+    defaults.append((default_period("supervisor"), Filters()))
+    due = [(datetime.min.replace(tzinfo=UTC), period, filters) for period, filters in defaults
+           if _prepared_key(period, filters) not in kept] + sorted(due, key=lambda d: d[0])
+    for _, period, filters in due[:REFRESH_PER_RUN]:
+        prepare(db, period, filters, state, asked=False)
+    return min(len(due), REFRESH_PER_RUN)
 
 
 # -- exports and drill-down -------------------------------------------------------------
