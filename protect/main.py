@@ -19,13 +19,14 @@ from flask import (
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from sqlalchemy import select
 from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from .crypto.uploads import StorageProblem
-from .deadlines.service import overdue_count
+from .deadlines.service import overdue_counted
 from .extensions import db, login_manager
-from .notify.service import unread_count
+from .notify.service import unread_counted
 from .security.access import home_endpoint
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,9 @@ def navigation_counts() -> dict:
     """Overdue deadlines and unread notices, shown in the navigation bar."""
     if not current_user or not current_user.is_authenticated:
         return {}
-    return {"nav_overdue": overdue_count(db.session, current_user),
-            "nav_unread": unread_count(db.session, current_user.id)}
+    overdue, unread = db.session.execute(select(overdue_counted(current_user),
+                                                unread_counted(current_user.id))).one()
+    return {"nav_overdue": overdue, "nav_unread": unread}
 
 
 def select_locale() -> str:

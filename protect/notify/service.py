@@ -64,9 +64,10 @@ def queue_mail(db: Session, new: list[dict], now: datetime) -> None:
         mail.enqueue(db, new, now)
 
 
-def unread_count(db: Session, user_id: str) -> int:
-    return db.execute(select(func.count()).select_from(Notification).where(
-        Notification.user_id == user_id, Notification.read_at.is_(None))).scalar_one()
+def unread_counted(user_id: str):
+    """The number of ``user_id``'s unread notifications, as a scalar subquery."""
+    return select(func.count()).select_from(Notification).where(
+        Notification.user_id == user_id, Notification.read_at.is_(None)).scalar_subquery()
 
 
 def for_user(db: Session, user_id: str, limit: int = 100) -> list[Notification]:

@@ -36,7 +36,7 @@ from datetime import UTC, date, datetime, timedelta
 from flask import current_app
 from flask_babel import get_locale, gettext, ngettext
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import Integer, String, and_, cast, delete, func, literal, null, or_, select, text, union_all
+from sqlalchemy import Integer, String, and_, cast, delete, func, literal, null, or_, select, text, union_all, update
 from sqlalchemy import case as sql_case
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
@@ -50,7 +50,7 @@ from ..deadlines.calendar import TZ
 from ..deadlines.models import Clock, DeadlinePolicy
 from ..deadlines.service import STAGES, current_policies
 from ..errors import DomainError, NotFound, PermissionDenied
-from ..extensions import Session, UTCDateTime, utcnow
+from ..extensions import Session, UTCDateTime, rowcount, utcnow
 from .models import PreparedReport
 from .suppression import Cell, Network, suppress
 
@@ -1122,17 +1122,29 @@ def refresh(db: Session) -> int:
     kept = {row.key: row for row in db.execute(select(
         PreparedReport.key, PreparedReport.first, PreparedReport.last, PreparedReport.filters,
         PreparedReport.as_of, PreparedReport.data_state, PreparedReport.made_at))}
-    due = [(row.made_at, Period(row.first, row.last), Filters.from_dict(row.filters)) for row in kept.values()
-           if not _current(row, state, now) and now - row.made_at >= every]
+    stale = sorted(((row.made_at, Period(row.first, row.last), Filters.from_dict(row.filters))
+                    for row in kept.values() if not _current(row, state, now) and now - row.made_at >= every),
+                   key=lambda due: due[0])
     scopes = {json.dumps(scope, sort_keys=True): scope for (scope,) in db.execute(
         select(User.report_scope).where(User.role == "donor", User.active.is_(True)))}
     defaults = [(default_period("donor"), _scope(scope)) for scope in scopes.values()]
     defaults.append((default_period("supervisor"), Filters()))
-    due = [(datetime.min.replace(tzinfo=UTC), period, filters) for period, filters in defaults
-           if _prepared_key(period, filters) not in kept] + sorted(due, key=lambda d: d[0])
-    for _, period, filters in due[:REFRESH_PER_RUN]:
+    due = [(None, period, filters) for period, filters in defaults
+           if _prepared_key(period, filters) not in kept] + stale
+    db.commit()  # (SQLite: a write may not follow a read of data another writer changed since)
+    made = 0
+    for made_at, period, filters in due[:REFRESH_PER_RUN]:
+        if made_at is not None:
+            # Claimed first, so that sweepers on several hosts do not all make the same report.
+            claimed = rowcount(db.execute(update(PreparedReport).where(
+                PreparedReport.key == _prepared_key(period, filters), PreparedReport.made_at == made_at)
+                .values(made_at=now)))
+            db.commit()
+            if not claimed:
+                continue
         prepare(db, period, filters, state, asked=False)
-    return min(len(due), REFRESH_PER_RUN)
+        made += 1
+    return made
 
 
 # -- exports and drill-down -------------------------------------------------------------

@@ -138,8 +138,9 @@ def test_sweep_notifies_once_per_transition_and_escalates_once(people):
     assert escalated.escalated == 2 and escalated.notifications == 4  # 2 clocks x 2 supervisors
     assert deadlines.sweep(db.session, start + timedelta(hours=9)).notifications == 0
     assert _notifications() == 3 + 3 + 4
-    assert deadlines.overdue_count(db.session, cw) == 1
-    assert deadlines.overdue_count(db.session, people["supervisor"]) == 2
+    def overdue(user):
+        return db.session.execute(select(deadlines.overdue_counted(user))).scalar_one()
+    assert overdue(cw) == 1 and overdue(people["supervisor"]) == 2
 
 
 def test_concurrent_sweeps_do_not_double(app, people):

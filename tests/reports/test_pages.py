@@ -393,3 +393,36 @@ def test_a_stage_met_at_once_everywhere_still_draws(app):
     report = SimpleNamespace(tables={"stages": SimpleNamespace(rows=[row])}, terms={"triage": (1, "days")})
     with app.test_request_context("/"):
         assert "<svg" in str(charts.delay_bars(report))
+
+
+def test_a_kept_report_another_sweeper_claimed_is_left_to_it(app, client, seeded, frozen):
+    """Sweepers on several hosts: the one whose claim finds the report claimed meanwhile (its
+    made_at moved since it was read) leaves it to the other."""
+    from sqlalchemy import update
+
+    from protect.reports import service
+    from protect.reports.models import PreparedReport
+
+    login(client, seeded["supervisor"])
+    client.get(f"/reports/?{PERIOD_ARGS}")
+    with app.app_context():
+        assert service.refresh(db.session) == 2  # the defaults: three reports kept now
+        cw = db.session.execute(select(User).where(User.role == "caseworker")).scalars().first()
+        Population(db.session).case(utc(2026, 1, 20, 12), assignee=cw)
+        db.session.commit()
+    frozen.advance(seconds=301)
+
+    def other_host_claims_first(conn, cursor, sql, parameters, *args):
+        if sql.startswith("UPDATE prepared_reports") and not claimed:
+            claimed.append(parameters)
+            with db.engine.begin() as other:
+                other.execute(update(PreparedReport).values(made_at=frozen()))
+    claimed: list = []
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", other_host_claims_first)
+        try:
+            # Its first claim fails (the other host has all three now); the two it may still
+            # make are the ones the other host claimed after it read them: none.
+            assert service.refresh(db.session) == 0 and len(claimed) == 1
+        finally:
+            event.remove(db.engine, "before_cursor_execute", other_host_claims_first)
