@@ -215,7 +215,7 @@ def forget(app, mode: str) -> None:
             db.session.execute(delete(PreparedReport))
             db.session.commit()
     if mode in ("afresh", "kept") and "protect.reports" in app.extensions:
-        app.extensions["protect.reports"].items.clear()
+        app.extensions["protect.reports"].clear()
 
 
 def timed(app, client, watch: SQLWatch, path: str, rounds: int, *, mode: str) -> dict:

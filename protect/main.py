@@ -23,8 +23,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from .cases import editions
 from .crypto.uploads import StorageProblem
-from .deadlines.service import overdue_counted
+from .deadlines.service import overdue_count
 from .extensions import db, login_manager
 from .notify.service import unread_counted
 from .security.access import home_endpoint
@@ -86,9 +87,9 @@ def navigation_counts() -> dict:
     """Overdue deadlines and unread notices, shown in the navigation bar."""
     if not current_user or not current_user.is_authenticated:
         return {}
-    overdue, unread = db.session.execute(select(overdue_counted(current_user),
-                                                unread_counted(current_user.id))).one()
-    return {"nav_overdue": overdue, "nav_unread": unread}
+    unread, cases, clocks = db.session.execute(select(
+        unread_counted(current_user.id), editions.edition(editions.CASES), editions.edition(editions.CLOCKS))).one()
+    return {"nav_overdue": overdue_count(db.session, current_user, cases or 0, clocks or 0), "nav_unread": unread}
 
 
 def select_locale() -> str:

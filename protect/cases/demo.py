@@ -47,7 +47,7 @@ from ..audit import service as audit
 from ..crypto.columns import aad_for, keyring, new_row_id
 from ..extensions import Session, UTCDateTime, utcnow
 from ..security import passwords
-from . import service
+from . import editions, service
 from .codes import MEASURE_FLOW
 from .models import (
     Appeal,
@@ -1149,7 +1149,7 @@ def generate_cases(session: Session, n: int, *, seed: int | None = None, now: da
     if progress:
         progress(n, n, time.perf_counter() - started)
     audit.record(session, "demo.cases_generated", count=n)
-    service.raise_list_edition(session)  # written past the ORM: lists rendered before are stale
+    editions.raise_edition(session)  # written past the ORM: lists rendered before are stale
     session.commit()
     return n
 

@@ -74,13 +74,12 @@ class Case(RowId, Model):
 
 
 class ListEdition(Model):
-    """How often what the case lists show has changed. Raised in the transaction of every change
-    to a case or a staff account (``service.raise_list_edition``), so a list rendered at edition
-    n is still current while the edition is n: the queue keeps rendered lists that long."""
+    """How often what the case lists ("cases") or the deadline counts ("clocks") show has
+    changed: raised in the transaction of every change (cases/editions.py)."""
 
     __tablename__ = "list_editions"
 
-    name: Mapped[str] = mapped_column(String(20), primary_key=True)  # "cases"
+    name: Mapped[str] = mapped_column(String(20), primary_key=True)  # "cases" | "clocks"
     number: Mapped[int] = mapped_column(BigInteger, default=0)
 
 

@@ -13,8 +13,7 @@ from datetime import date, datetime, timedelta
 from typing import cast
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import Row, Table, and_, event, func, or_, select, update
-from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy import Row, Table, and_, func, or_, select
 
 from ..accounts.models import User
 from ..audit import service as audit
@@ -29,7 +28,6 @@ from .models import (
     CaseEvent,
     Evidence,
     Incident,
-    ListEdition,
     Measure,
     MeasureType,
     Message,
@@ -741,25 +739,6 @@ SORTS = {
     "newest": (Case.submitted_at.desc(),),
     "updated": (Case.updated_at.desc(),),
 }
-
-
-def list_edition(db: Session) -> int:
-    """The current edition of what case lists show (``ListEdition``)."""
-    return db.execute(select(ListEdition.number).where(ListEdition.name == "cases")).scalar() or 0
-
-
-def raise_list_edition(db: Session) -> None:
-    """Every rendered case list is stale from this transaction's commit on. Called by writers
-    that bypass the ORM (bulk loads); ORM changes raise it on their own (below)."""
-    db.execute(update(ListEdition).where(ListEdition.name == "cases").values(number=ListEdition.number + 1))
-
-
-@event.listens_for(OrmSession, "before_flush")
-def _raise_list_edition_on_change(session, flush_context, instances) -> None:
-    # A case, or a staff account (a list names assignees; roles decide who sees what).
-    changed = [*session.new, *session.deleted, *(o for o in session.dirty if session.is_modified(o))]
-    if any(isinstance(o, (Case, User)) for o in changed):
-        raise_list_edition(session)
 
 
 # What a list shows of each case: plain rows, not Case objects (nothing sealed is

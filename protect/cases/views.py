@@ -9,14 +9,12 @@ parts) is not theirs to see, 403 when they may see it but not do that.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
 from babel import dates as babel_dates
-from cachetools import LRUCache
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import get_locale, ngettext
 from flask_babel import gettext as _
@@ -35,7 +33,8 @@ from ..deadlines import service as deadlines
 from ..deadlines.forms import EmptyForm, PauseForm
 from ..errors import DomainError, NotFound, PermissionDenied
 from ..extensions import db, utcnow
-from . import codes, forms, service
+from ..kept import Kept
+from . import codes, editions, forms, service
 from .forms import MEXICO
 from .models import Case, Measure, OnlineThreat
 
@@ -408,28 +407,18 @@ class Listing:
     fresh_until: datetime  # when a row's "days waiting" goes up
 
 
-class Listings:
+class Listings(Kept):
     """Rendered case lists of this process, each kept while the list edition it was rendered at
     is current and its day counts hold: a caseworker's queue, looked at all day long, is
     rendered again only when something it shows changed. Keyed by the reader, so nobody is
     ever served a list rendered for someone else; kept in memory only, up to 16 MiB."""
 
     def __init__(self, max_bytes: int = 16 * 2**20):
-        self._lists: LRUCache = LRUCache(max_bytes, getsizeof=lambda listing: len(listing.html))
-        self._lock = threading.Lock()
+        super().__init__(max_bytes, size=lambda listing: len(listing.html))
 
-    def get(self, key: tuple, now: datetime) -> Markup | None:
-        with self._lock:
-            listing = self._lists.get(key)
+    def fresh(self, key: tuple, now: datetime) -> Markup | None:
+        listing = self.get(key)
         return listing.html if listing is not None and now < listing.fresh_until else None
-
-    def put(self, key: tuple, listing: Listing) -> None:
-        with self._lock:
-            self._lists[key] = listing
-
-    def clear(self) -> None:
-        with self._lock:
-            self._lists.clear()
 
 
 @bp.record_once
@@ -441,9 +430,9 @@ def _listing(me: User, filters: service.CaseFilter, staff: list[User], *, filter
              reference: str | None) -> Markup:
     """The queue's list (count, rows, pager): as rendered before when nothing it shows changed."""
     listings: Listings = current_app.extensions["protect.listings"]
-    key = (me.id, str(get_locale()), request.query_string, service.list_edition(db.session))
+    key = (me.id, str(get_locale()), request.query_string, editions.current(db.session))
     now = utcnow()
-    if (html := listings.get(key, now)) is not None:
+    if (html := listings.fresh(key, now)) is not None:
         return html
     rows, total = service.list_cases(db.session, me, filters)
     # Assignees already loaded (the reader, the supervisor's staff list) are not read again.

@@ -27,8 +27,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -51,6 +49,7 @@ from ..deadlines.models import Clock, DeadlinePolicy
 from ..deadlines.service import STAGES, current_policies
 from ..errors import DomainError, NotFound, PermissionDenied
 from ..extensions import Session, UTCDateTime, rowcount, utcnow
+from ..kept import Kept
 from .models import PreparedReport
 from .suppression import Cell, Network, suppress
 
@@ -1020,36 +1019,13 @@ def build(db: Session, viewer: User, period: Period, filters: Filters) -> Report
     k = 1 if internal else max(1, int(current_app.extensions["protect.settings"].report_min_cell))
     kept = _kept(db, period, filters)
     key = (kept.key, kept.made_at, internal, k, str(get_locale()))
-    cache = current_app.extensions.setdefault("protect.reports", _Recent())
+    # (The last few made, by what they were made of.)
+    cache = current_app.extensions.setdefault("protect.reports", Kept(16))
     report = cache.get(key)
     if report is None:
         report = cache.put(key, _Builder(db, Ask(period, filters, kept.as_of), kept.figures,
                                          internal=internal, k=k).build())
     return report
-
-
-class _Recent:
-    """The last few reports made in this process (least recently used out first)."""
-
-    SIZE = 16
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.items: OrderedDict = OrderedDict()
-
-    def get(self, key) -> Report | None:
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key]
-        return None
-
-    def put(self, key, report: Report) -> Report:
-        with self.lock:
-            self.items[key] = report
-            while len(self.items) > self.SIZE:
-                self.items.popitem(last=False)
-        return report
 
 
 # -- prepared reports ----------------------------------------------------------------

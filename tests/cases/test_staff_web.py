@@ -16,7 +16,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from protect.accounts.models import User
 from protect.audit.models import AuditEntry
-from protect.cases import service
+from protect.cases import editions, service
 from protect.cases.forms import MEXICO
 from protect.cases.models import Case, Measure, OnlineThreat
 from protect.crypto.downloads import attachment_header
@@ -380,10 +380,10 @@ def test_queue_list_is_kept_until_something_it_shows_changes(app, client, make_a
     assert len(listed) == 2 and f"<td>{cw.email}</td>" in changed
     # A staff account changing (a name the list shows) renders it afresh too.
     with app.app_context():
-        edition = service.list_edition(db.session)
+        edition = editions.current(db.session)
         user(cw).name = "Rosa Analista"
         db.session.commit()
-        assert service.list_edition(db.session) == edition + 1
+        assert editions.current(db.session) == edition + 1
     renamed, listed = look()
     assert len(listed) == 2 and "<td>Rosa Analista</td>" in renamed
 

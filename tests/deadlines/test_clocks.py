@@ -8,6 +8,7 @@ from flask_babel import force_locale
 from sqlalchemy import event, func, select
 
 from protect.accounts.models import User
+from protect.cases import editions
 from protect.cases import service as cases
 from protect.deadlines import service as deadlines
 from protect.deadlines.calendar import TZ
@@ -138,9 +139,41 @@ def test_sweep_notifies_once_per_transition_and_escalates_once(people):
     assert escalated.escalated == 2 and escalated.notifications == 4  # 2 clocks x 2 supervisors
     assert deadlines.sweep(db.session, start + timedelta(hours=9)).notifications == 0
     assert _notifications() == 3 + 3 + 4
+
     def overdue(user):
-        return db.session.execute(select(deadlines.overdue_counted(user))).scalar_one()
+        return deadlines.overdue_count(db.session, user, editions.current(db.session, editions.CASES),
+                                       editions.current(db.session, editions.CLOCKS))
     assert overdue(cw) == 1 and overdue(people["supervisor"]) == 2
+
+
+def test_the_overdue_count_is_kept_until_a_case_or_a_clock_changes(app, people, make_account):
+    """The navigation bar's count: counted once while nothing changes; a sweep that makes a clock
+    overdue, an assignment and a clock stopped each count it again."""
+    first, second = submitted(people), submitted(people)
+    cw = people["caseworker"]
+    cases.assign(db.session, cw, first, cw)
+    cases.assign(db.session, cw, second, cw)
+    db.session.commit()
+    counted = []
+    event.listen(db.engine, "before_cursor_execute",
+                 lambda conn, cursor, sql, *args: counted.append(sql) if sql.startswith("SELECT count(*)")
+                 and "FROM clocks JOIN cases" in sql else None)
+
+    def overdue():
+        return deadlines.overdue_count(db.session, cw, editions.current(db.session, editions.CASES),
+                                       editions.current(db.session, editions.CLOCKS))
+    assert (overdue(), overdue(), len(counted)) == (0, 0, 1)
+    clocks_before = editions.current(db.session, editions.CLOCKS)
+    deadlines.sweep(db.session, utcnow() + timedelta(hours=2, minutes=30))  # due soon only: the count holds
+    assert editions.current(db.session, editions.CLOCKS) == clocks_before and overdue() == 0
+    deadlines.sweep(db.session, utcnow() + timedelta(hours=4))
+    assert overdue() == 2 and len(counted) == 2
+    cases.assign(db.session, people["supervisor"], second, db.session.get(User, make_account("caseworker").id))
+    db.session.commit()
+    assert overdue() == 1
+    cases.triage(db.session, cw, first, decision="ordinary")
+    db.session.commit()
+    assert overdue() == 0
 
 
 def test_concurrent_sweeps_do_not_double(app, people):
