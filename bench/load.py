@@ -38,7 +38,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -219,7 +219,7 @@ def check_accepted(app, accepted: dict, since: float) -> list[str]:
                     continue
                 if len(plain.getvalue()) != e.size:
                     problems.append(f"request {case_id}: evidence blob holds {len(plain.getvalue())} bytes")
-        start = datetime.fromtimestamp(since, timezone.utc)
+        start = datetime.fromtimestamp(since, UTC)
         expected: dict[str, int] = {}
         for vault_id, _ in accepted["check_ins"]:
             expected[vault_id] = expected.get(vault_id, 0) + 1

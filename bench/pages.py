@@ -594,6 +594,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--drop", action="store_true", help="drop the PostgreSQL database at the end")
+    parser.add_argument("--pg-copy", action="store_true",
+                        help="PostgreSQL: measure bench/reports.py's copy of the SQLite data (its deadline "
+                             "clocks included) instead of generating")
     parser.add_argument("--json", type=Path, default=OUT / "pages.json")
     args = parser.parse_args()
     from protect.cases import demo
@@ -602,7 +605,11 @@ def main() -> None:
     all_results = {}
     for backend in backends:
         print(f"== {backend}", flush=True)
-        instance, url, reused = prepare_instance(backend, args.reuse)
+        if backend == "postgresql" and args.pg_copy:
+            from bench import reports
+            instance, reused = reports.PG_INSTANCE, True
+        else:
+            instance, _, reused = prepare_instance(backend, args.reuse)
         result = {"load_before": load()}
         app = bench_app(str(instance))
         print(f"  generating {args.cases:,} cases ({'reusing' if reused else 'new database'})", flush=True)

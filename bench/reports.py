@@ -103,8 +103,10 @@ def copy_to_postgresql(source_instance: Path) -> None:
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
+    # No embedded sweeper (as in bench/pages.py): its sweeps would change the data mid-run.
     (instance / "config.toml").write_text(f'database_url = "{pg_url(PG_DATABASE)}"\n'
-                                          f'secret_key = "{"b" * 40}"\nenv = "development"\n')
+                                          f'secret_key = "{"b" * 40}"\nenv = "development"\n'
+                                          'sweep_interval_seconds = 0\n')
     app = bench_app(str(instance))
     source = create_engine(f"sqlite:///{OUT / 'sqlite' / 'protect.db'}")
     with app.app_context():
