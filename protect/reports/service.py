@@ -1033,10 +1033,13 @@ def build(db: Session, viewer: User, period: Period, filters: Filters) -> Report
 KEEP_UNASKED = timedelta(days=7)   # prepared reports nobody asked for this long are dropped
 ASKED_EVERY = timedelta(hours=1)   # how finely asked_at is kept: a write per look would be waste
 REFRESH_PER_RUN = 2                # most reports one sweep makes again (seconds each at 100,000 cases)
+# Raised whenever AGGREGATES or read_figures change what they keep: figures kept by an earlier
+# version are then never read (and dropped a week later), so an upgrade cannot misread them.
+FIGURES_FORMAT = 1
 
 
 def _prepared_key(period: Period, filters: Filters) -> str:
-    asked = [period.first.isoformat(), period.last.isoformat(), filters.as_dict()]
+    asked = [FIGURES_FORMAT, period.first.isoformat(), period.last.isoformat(), filters.as_dict()]
     return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
 
 

@@ -395,6 +395,19 @@ def test_a_stage_met_at_once_everywhere_still_draws(app):
         assert "<svg" in str(charts.delay_bars(report))
 
 
+def test_figures_kept_by_an_earlier_version_are_not_read(app, client, seeded, frozen, monkeypatch):
+    """After an upgrade that changes what is kept, a look makes the figures afresh."""
+    from protect.reports import service
+
+    made = aggregate_statements(app)
+    login(client, seeded["supervisor"])
+    before = client.get(f"/reports/report.json?{PERIOD_ARGS}").get_json()
+    once = len(made)
+    app.extensions.pop("protect.reports")
+    monkeypatch.setattr(service, "FIGURES_FORMAT", service.FIGURES_FORMAT + 1)
+    assert client.get(f"/reports/report.json?{PERIOD_ARGS}").get_json() == before and len(made) == 2 * once
+
+
 def test_a_kept_report_another_sweeper_claimed_is_left_to_it(app, client, seeded, frozen):
     """Sweepers on several hosts: the one whose claim finds the report claimed meanwhile (its
     made_at moved since it was read) leaves it to the other."""
