@@ -307,7 +307,7 @@ def time_page(client, watch: SQLWatch, path: str, n: int, before=lambda: None) -
         entry[1] += 1
     slowest = sorted(((total / count * 1000, count / n, sql, params)
                       for sql, (total, count, params) in by_sql.items()), reverse=True)[:3]
-    return {"path": path, "p50": percentile(times, 0.5), "p95": percentile(times, 0.95),
+    return {"path": path, "min": min(times), "p50": percentile(times, 0.5), "p95": percentile(times, 0.95),
             "max": max(times), "mean": statistics.fmean(times), "cpu_ms": cpu_ms, "codes": sorted(codes),
             "queries": per_request, "sql_ms": sql_ms, "slowest": slowest,
             "sample": [(sql, params) for _, sql, params in watch.statements[last:]]}

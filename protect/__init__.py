@@ -2,18 +2,21 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
-from flask_babel import format_datetime, get_locale
+from flask_babel import get_locale
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.pool import Pool
 
 from .crypto.blobs import blob_store_from_url
 from .crypto.keyring import load_keyring
 from .extensions import Now, babel, csrf, db, limiter, login_manager, migrate
+from .localtime import moment
 from .settings import ROOT, load_settings
 
 
@@ -32,7 +35,7 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
         TESTING=settings.testing,
         SQLALCHEMY_DATABASE_URI=_sqlalchemy_url(settings.database_url),
         # Parameters may hold sealed personal data; keep them out of error text.
-        SQLALCHEMY_ENGINE_OPTIONS={"hide_parameters": True, "pool_pre_ping": True},
+        SQLALCHEMY_ENGINE_OPTIONS={"hide_parameters": True},
         SESSION_COOKIE_NAME="protect_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -70,6 +73,31 @@ def _sqlite_pragmas(dbapi_connection, _record):
         # 64 MiB of page cache instead of 2: mass sweeps and the queue's sorts (bench/RESULTS.md).
         cursor.execute("PRAGMA cache_size=-65536")
         cursor.close()
+
+
+# A pooled connection idle this long is tried before use, so that a database restarted meanwhile
+# costs nobody a request; one in steady use is not tried (the try is a round trip per request): a
+# restart within this second fails the requests it catches like those in flight (503, try again),
+# and the first failure replaces every pooled connection.
+IDLE_BEFORE_PING = 1.0
+
+
+@event.listens_for(Pool, "checkin")
+def _returned(_dbapi_connection, record) -> None:
+    record.info["returned_at"] = time.monotonic()
+
+
+@event.listens_for(Pool, "checkout")
+def _ping_if_idle(dbapi_connection, record, _proxy) -> None:
+    if time.monotonic() - record.info.get("returned_at", float("-inf")) < IDLE_BEFORE_PING:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT 1")
+        cursor.close()
+    except Exception as exc:
+        # The pool replaces the connection and checks out another (SQLAlchemy's own recipe).
+        raise DisconnectionError() from exc
 
 
 def _init_extensions(app: Flask) -> None:
@@ -135,7 +163,7 @@ def _register(app: Flask) -> None:
     app.cli.add_command(cli)
     app.jinja_env.globals["LANGUAGES"] = LANGUAGES
     app.jinja_env.globals["get_locale"] = get_locale
-    app.jinja_env.filters["local_datetime"] = lambda value: format_datetime(value, "short") if value else ""
+    app.jinja_env.filters["local_datetime"] = moment
     app.jinja_env.globals["home_endpoint"] = home_endpoint
     app.context_processor(navigation_counts)
 

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
-from flask import current_app, has_app_context
-from flask_babel import Babel
+import flask_babel
+from flask import current_app, g, has_app_context
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
@@ -89,6 +90,30 @@ migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
+
+
+class _Domain(flask_babel.Domain):
+    def get_translations(self):
+        """This request's translations, found once per locale. Flask-Babel finds them anew for
+        every string (context look-ups and the locale's name each time): a page translating a
+        few hundred strings, lazy labels included, spent milliseconds on it."""
+        ctx = g.get("_flask_babel")
+        kept = getattr(ctx, "protect_translations", None)
+        if kept is not None and kept[0] is getattr(ctx, "babel_locale", None):
+            return kept[1]
+        translations = super().get_translations()
+        ctx = g.get("_flask_babel")  # made by the look-up; force_locale swaps its babel_locale
+        if ctx is not None:
+            ctx.protect_translations = (ctx.babel_locale, translations)
+        return translations
+
+
+class Babel(flask_babel.Babel):
+    @cached_property
+    def domain_instance(self):
+        return _Domain(domain=self.domain)
+
+
 babel = Babel()
 
 

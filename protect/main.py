@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from flask import (
     Blueprint,
@@ -19,7 +20,7 @@ from flask import (
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -83,13 +84,36 @@ def refuse_json_bodies():
         abort(400)
 
 
+@dataclass(frozen=True)
+class Navigation:
+    unread: int   # notices not read yet
+    cases: int    # the editions as this request found them (cases/editions.py)
+    clocks: int
+
+
+# Built once: every signed-in page asks it.
+_NAVIGATION = select(unread_counted(bindparam("user_id")), editions.edition(editions.CASES),
+                     editions.edition(editions.CLOCKS))
+
+
+def navigation() -> Navigation:
+    """The signed-in person's unread notices and both editions, in one statement, once per
+    request; a change made during the request forgets them (``editions.raise_edition``)."""
+    found = g.get(editions.SEEN)
+    if found is None:
+        unread, cases, clocks = db.session.execute(_NAVIGATION, {"user_id": current_user.id}).one()
+        found = Navigation(unread or 0, cases or 0, clocks or 0)
+        setattr(g, editions.SEEN, found)
+    return found
+
+
 def navigation_counts() -> dict:
     """Overdue deadlines and unread notices, shown in the navigation bar."""
     if not current_user or not current_user.is_authenticated:
         return {}
-    unread, cases, clocks = db.session.execute(select(
-        unread_counted(current_user.id), editions.edition(editions.CASES), editions.edition(editions.CLOCKS))).one()
-    return {"nav_overdue": overdue_count(db.session, current_user, cases or 0, clocks or 0), "nav_unread": unread}
+    seen = navigation()
+    return {"nav_overdue": overdue_count(db.session, current_user, seen.cases, seen.clocks),
+            "nav_unread": seen.unread}
 
 
 def select_locale() -> str:

@@ -37,7 +37,6 @@ from itertools import accumulate
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, cast
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import JSON, Date, Integer, Table, func, insert, select
 
@@ -46,6 +45,7 @@ from ..accounts.models import User, normalise_email
 from ..audit import service as audit
 from ..crypto.columns import aad_for, keyring, new_row_id
 from ..extensions import Session, UTCDateTime, utcnow
+from ..localtime import MEXICO
 from ..security import passwords
 from . import editions, service
 from .codes import MEASURE_FLOW
@@ -64,7 +64,6 @@ from .models import (
 )
 from .service import REF_ALPHABET
 
-MEXICO = ZoneInfo("America/Mexico_City")
 HOUR = 3600.0
 DAY = 86400.0
 YEARS = 3

@@ -11,7 +11,6 @@ was looking at: the service refuses it if the case changed meanwhile.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
@@ -29,11 +28,11 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, Regexp
 
+from ..localtime import MEXICO
 from . import codes
 
 LONG = 20_000
 # datetime-local inputs are read and shown in the mechanism's time zone.
-MEXICO = ZoneInfo("America/Mexico_City")
 LOCAL_FORMAT = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"]
 
 

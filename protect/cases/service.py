@@ -15,7 +15,7 @@ from typing import cast
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import Row, Table, and_, func, or_, select
 
-from ..accounts.models import User
+from ..accounts.models import STAFF_ROLES, User
 from ..audit import service as audit
 from ..deadlines import service as deadlines
 from ..errors import DomainError, NotFound, PermissionDenied
@@ -709,9 +709,23 @@ def notes(db: Session, case: Case) -> list[Note]:
                            .order_by(Note.created_at.desc())).scalars())
 
 
-def measure_types(db: Session) -> list[MeasureType]:
-    return list(db.execute(select(MeasureType).where(MeasureType.active)
-                           .order_by(MeasureType.category, MeasureType.code)).scalars())
+@dataclass(frozen=True, slots=True)
+class MeasureKind:
+    """A measure type of the catalogue as pages show it: plain values, kept between requests."""
+    code: str
+    category: str
+    name_es: str
+    name_en: str
+
+
+def measure_types(db: Session) -> list[MeasureKind]:
+    """The active catalogue, urgent measures first (the categories' order), then by code."""
+    order = list(codes.MEASURE_CATEGORIES)
+    rows = db.execute(select(MeasureType.code, MeasureType.category, MeasureType.name_es, MeasureType.name_en)
+                      .where(MeasureType.active)).all()
+    kinds = [MeasureKind(*row) for row in rows]
+    kinds.sort(key=lambda t: (order.index(t.category) if t.category in order else len(order), t.code))
+    return kinds
 
 
 def my_cases(db: Session, user: User) -> list[Case]:
@@ -777,20 +791,26 @@ def list_cases(db: Session, user: User, f: CaseFilter) -> tuple[list[Row], int]:
     return list(rows), total
 
 
-def staff(db: Session) -> list[User]:
-    return list(db.execute(select(User).where(User.role.in_(("caseworker", "supervisor")),
-                                              User.active)).scalars())
+@dataclass(frozen=True, slots=True)
+class StaffMember:
+    """A staff account as pages name it: plain values, kept between requests."""
+    id: str
+    name: str | None
+    email: str
+    role: str
+    active: bool
 
 
-def staff_by_id(db: Session, ids) -> dict[str, User]:
-    """Staff accounts among ``ids``, in one query (never a journalist's account:
-    a pseudonymous petitioner's account may carry their real name)."""
-    ids = {i for i in ids if i}
-    if not ids:
-        return {}
-    rows = db.execute(select(User).where(User.id.in_(ids),
-                                         User.role.in_(("caseworker", "supervisor", "admin"))))
-    return {u.id: u for u in rows.scalars()}
+def staff_directory(db: Session) -> dict[str, StaffMember]:
+    """Every staff account, active or not (pages name whoever acted on a case), in one query.
+    Never a journalist's account: a pseudonymous petitioner's account may carry their real name."""
+    rows = db.execute(select(User).where(User.role.in_(STAFF_ROLES))).scalars()
+    return {u.id: StaffMember(u.id, u.name, u.email, u.role, u.active) for u in rows}
+
+
+def assignable(directory: dict[str, StaffMember]) -> list[StaffMember]:
+    """Who can be given a case: active caseworkers and supervisors."""
+    return [m for m in directory.values() if m.active and m.role in ("caseworker", "supervisor")]
 
 
 @dataclass

@@ -11,16 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
+from datetime import UTC, datetime, timedelta
 
-from babel import dates as babel_dates
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import get_locale, ngettext
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.routing import BuildError
 from wtforms import SelectChoice
@@ -34,8 +32,11 @@ from ..deadlines.forms import EmptyForm, PauseForm
 from ..errors import DomainError, NotFound, PermissionDenied
 from ..extensions import db, utcnow
 from ..kept import Kept
-from . import codes, editions, forms, service
-from .forms import MEXICO
+from ..localtime import MEXICO, format_day
+from ..localtime import day as local_date
+from ..localtime import moment as local
+from ..main import navigation
+from . import codes, forms, service
 from .models import Case, Measure, OnlineThreat
 
 log = logging.getLogger(__name__)
@@ -159,48 +160,61 @@ def _is_english() -> bool:
     return str(get_locale() or "es").startswith("en")
 
 
-def _catalogue():
-    """Active measure types, urgent first, with their names in the reader's language."""
-    order = list(codes.MEASURE_CATEGORIES)
-    types = service.measure_types(db.session)
-    types.sort(key=lambda t: (order.index(t.category) if t.category in order else len(order), t.code))
-    return types
+@bp.record_once
+def _keep_catalogues(state) -> None:
+    state.app.extensions["protect.case_pages"] = Kept(64)
+
+
+def _kept(what: tuple, make: Callable):
+    """``make()``, kept in this process while the cases edition (staff accounts and measure
+    types raise it too) is the one this request found."""
+    kept: Kept = current_app.extensions["protect.case_pages"]
+    key = (*what, navigation().cases)
+    found = kept.get(key)
+    return found if found is not None else kept.put(key, make())
+
+
+def _directory() -> dict[str, service.StaffMember]:
+    return _kept(("staff",), lambda: service.staff_directory(db.session))
+
+
+def _catalogue() -> list[service.MeasureKind]:
+    """Active measure types, urgent first."""
+    return _kept(("catalogue",), lambda: service.measure_types(db.session))
 
 
 def _type_name(t) -> str:
     return t.name_en if _is_english() else t.name_es
 
 
-def _step_form_class(step: Step, types):
-    return forms.with_measures(step.form, types, _type_name) if step.measures else step.form
+def _step_form_class(step: Step):
+    """The step's form; with the catalogue's checkboxes, a class made once per language."""
+    if not step.measures:
+        return step.form
+    return _kept(("form", step.form, str(get_locale())),
+                 lambda: forms.with_measures(step.form, _catalogue(), _type_name))
 
 
-def person(user: User | None) -> str:
+def person(user: service.StaffMember | None) -> str:
     if user is None:
         return _("someone no longer on staff")
     return user.name or user.email
 
 
-def local(value, fmt: str = "short") -> str:
-    """A UTC datetime as people in the mechanism read it (Mexico City time)."""
-    if value is None:
-        return ""
-    return babel_dates.format_datetime(value, fmt, tzinfo=MEXICO, locale=get_locale())
+def who(user_id: str | None, case: Case, names: dict) -> str:
+    """Who did something: staff by name, the petitioner as such, never a journalist's account name."""
+    if user_id is None:
+        return _("The system")
+    if user_id == case.petitioner_id:
+        return _("The petitioner")
+    if user_id in names:
+        return person(names[user_id])
+    return _("Someone else")
 
 
-def local_date(value, fmt: str = "medium") -> str:
-    if value is None:
-        return ""
-    if hasattr(value, "astimezone"):
-        value = value.astimezone(MEXICO).date()
-    return _format_date(value, fmt, str(get_locale() or "es"))
-
-
-@lru_cache(maxsize=8192)
-def _format_date(day: date, fmt: str, locale: str) -> str:
-    # Babel takes ~10 µs a date and pages show the same few days (years of them fit
-    # here): each day is formatted once per language and format, not once per row.
-    return babel_dates.format_date(day, fmt, locale=locale)
+def lines(text: str | None) -> Markup:
+    """Text as typed, its line breaks kept."""
+    return Markup("<br>").join(escape(line) for line in (text or "").splitlines())
 
 
 def days_waiting(case, now: datetime | None = None) -> int | None:
@@ -213,7 +227,7 @@ def days_waiting(case, now: datetime | None = None) -> int | None:
 @bp.context_processor
 def _case_helpers():
     return {"local": local, "local_date": local_date, "days_waiting": days_waiting,
-            "person": person, "codes": codes, "PROCEDURES": codes.PROCEDURES,
+            "person": person, "who": who, "lines": lines, "codes": codes, "PROCEDURES": codes.PROCEDURES,
             "EVENT_LABELS": codes.EVENT_LABELS, "MEASURE_CATEGORIES": codes.MEASURE_CATEGORIES}
 
 
@@ -227,7 +241,7 @@ def _measure_choices(measure: Measure):
     return [SelectChoice(s, codes.MEASURE_STATUSES[s]) for s in flow[flow.index(measure.status) + 1:]]
 
 
-def _assign_choices(staff: list[User], blank) -> list[SelectChoice]:
+def _assign_choices(staff: list[service.StaffMember], blank) -> list[SelectChoice]:
     return [SelectChoice("", blank)] + [
         SelectChoice(u.id, f"{person(u)} · {_('Supervisor') if u.role == 'supervisor' else _('Caseworker')}")
         for u in sorted(staff, key=lambda u: (u.role, person(u).lower()))]
@@ -264,7 +278,7 @@ def _render_case(case: Case, *, status: int = 200, failed: str | None = None, fo
     for name in steps + ([failed_step] if failed_step and failed_step not in steps else []):
         step = STEPS[name]
         f = overrides.get(f"act:{name}") or _blank(
-            _step_form_class(step, types), name, version=str(case.version),
+            _step_form_class(step), name, version=str(case.version),
             **({"decided_on": utcnow().astimezone(MEXICO).date()} if name == "decision" else {}))
         step_forms.append((name, step, f, name in steps))
 
@@ -276,12 +290,11 @@ def _render_case(case: Case, *, status: int = 200, failed: str | None = None, fo
         page_forms["evidence"] = ev
     if can_work or (me.role == "caseworker" and service.can_view(me, case)):
         page_forms["note"] = overrides.get("note") or _blank(forms.NoteForm, "note")
-    staff = []
+    directory = _directory()
     if supervisor:
-        staff = service.staff(session)
         af = overrides.get("assign") or _blank(forms.AssignForm, "assign", version=str(case.version),
                                                assignee=case.assignee_id or "")
-        af.assignee.choices = _assign_choices(staff, _("Choose a person"))
+        af.assignee.choices = _assign_choices(service.assignable(directory), _("Choose a person"))
         page_forms["assign"] = af
     elif case.assignee_id is None and case.status in ("received", "triage"):
         page_forms["take"] = overrides.get("assign") or _blank(forms.AssignForm, "assign",
@@ -303,20 +316,11 @@ def _render_case(case: Case, *, status: int = 200, failed: str | None = None, fo
     events = service.timeline(session, case)
     messages = service.messages(session, case)
     notes = service.notes(session, case) if "note" in page_forms or can_work else []
-    ids = {case.assignee_id, *(e.actor_id for e in events), *(m.author_id for m in messages),
-           *((e.data or {}).get("assignee") for e in events if e.kind == "assigned"),
-           *(n.author_id for n in notes), *(a.author_id for a in record.assessments),
-           *(d.author_id for d in record.decisions), *(r.author_id for r in record.reviews),
-           *(ev.uploaded_by_id for ev in case.evidence)}
-    names = service.staff_by_id(session, ids)
-    if staff:
-        names.update({u.id: u for u in staff})
-
     html = render_template(
         "cases/case.html", case=case, record=record, open_appeal=_open_appeal(record),
         can_work=can_work, supervisor=supervisor, step_forms=step_forms, failed=failed,
         page_forms=page_forms, measure_forms=measure_forms, threat_forms=threat_forms,
-        events=events, messages=messages, notes=notes, names=names, error=error,
+        events=events, messages=messages, notes=notes, names=directory, error=error,
         revealed=revealed, type_names={t.code: _type_name(t) for t in types},
         clocks=deadlines.case_clocks(session, case), clock_stages=deadlines.STAGES,
         clock_states=deadlines.STATES, time_left=deadlines.time_left,
@@ -377,7 +381,7 @@ def queue():
     supervisor = me.role == "supervisor"
     form = forms.QueueFilterForm(request.args)
     _plain_labels(form, str(get_locale()))
-    staff = service.staff(db.session) if supervisor else []
+    staff = service.assignable(_directory()) if supervisor else []
     form.assignee.choices = _assign_choices(staff, _("Anyone"))
     stage = form.value("stage", forms.STAGE_GROUPS) or "open"
     danger = {"yes": True, "no": False}.get(form.danger.data)
@@ -398,7 +402,7 @@ def queue():
         or stage != "open"
     return render_template("cases/queue.html", form=form, stage=stage, supervisor=supervisor,
                            filtered=filtered, phone_intake=phone_intake,
-                           listing=_listing(me, filters, staff, filtered=filtered, reference=reference))
+                           listing=_listing(me, filters, filtered=filtered, reference=reference))
 
 
 @dataclass(frozen=True)
@@ -426,20 +430,16 @@ def _keep_listings(state) -> None:
     state.app.extensions["protect.listings"] = Listings()
 
 
-def _listing(me: User, filters: service.CaseFilter, staff: list[User], *, filtered: bool,
-             reference: str | None) -> Markup:
+def _listing(me: User, filters: service.CaseFilter, *, filtered: bool, reference: str | None) -> Markup:
     """The queue's list (count, rows, pager): as rendered before when nothing it shows changed."""
     listings: Listings = current_app.extensions["protect.listings"]
-    key = (me.id, str(get_locale()), request.query_string, editions.current(db.session))
+    key = (me.id, str(get_locale()), request.query_string, navigation().cases)
     now = utcnow()
     if (html := listings.fresh(key, now)) is not None:
         return html
     rows, total = service.list_cases(db.session, me, filters)
-    # Assignees already loaded (the reader, the supervisor's staff list) are not read again.
-    names = {u.id: u for u in [*staff, me]}
-    names.update(service.staff_by_id(db.session, {c.assignee_id for c in rows} - names.keys()))
     html = Markup(render_template(  # noqa: S704 - an autoescaped template's output
-        "cases/_queue_list.html", rows=_queue_rows(rows, names, now), total=total, page=filters.page,
+        "cases/_queue_list.html", rows=_queue_rows(rows, _directory(), now), total=total, page=filters.page,
         per_page=PER_PAGE, filtered=filtered, reference=reference))
     listings.put(key, Listing(html, _days_change(rows, now)))
     return html
@@ -482,7 +482,7 @@ class QueueRow:
     assignee: str | None  # None: nobody yet
 
 
-def _queue_rows(rows, names: dict[str, User], now: datetime) -> list[QueueRow]:
+def _queue_rows(rows, names: dict[str, service.StaffMember], now: datetime) -> list[QueueRow]:
     """The page's rows with each label and name resolved once per distinct value, not
     once per row (lazy labels cost a Babel lookup each time they are read)."""
     locale = str(get_locale())
@@ -498,7 +498,7 @@ def _queue_rows(rows, names: dict[str, User], now: datetime) -> list[QueueRow]:
             url=case_url + r.id, reference=r.reference, danger=r.immediate_danger,
             status=statuses[r.status], procedure=procedures[r.procedure],
             state=codes.STATES.get(r.state_code, "—"),
-            submitted=_format_date(submitted.astimezone(MEXICO).date(), "medium", locale) if submitted else "",
+            submitted=format_day(submitted.astimezone(MEXICO).date(), "medium", locale) if submitted else "",
             days=days if (days := days_waiting(r, now)) is not None else "—",
             assignee=people[r.assignee_id] if r.assignee_id else None))
     return out
@@ -520,7 +520,7 @@ def act(case_id: str, action: str):
     if not service.can_work(_me(), case):
         abort(403)
     key = f"act:{action}"
-    cls = _step_form_class(step, _catalogue() if step.measures else [])
+    cls = _step_form_class(step)
     form = cls(prefix=action)
     if not form.validate_on_submit():
         return _invalid(case, key, form)
@@ -537,7 +537,7 @@ def assign(case_id: str):
     form = forms.AssignForm(prefix="assign")
     supervisor = me.role == "supervisor"
     if supervisor:
-        form.assignee.choices = _assign_choices(service.staff(db.session), _("Choose a person"))
+        form.assignee.choices = _assign_choices(service.assignable(_directory()), _("Choose a person"))
     if not form.validate_on_submit():
         return _invalid(case, "assign", form)
     if supervisor:

@@ -989,8 +989,8 @@ class _Builder:
 
 
 def _staff_names(db: Session, ids) -> dict[str, str]:
-    from ..cases.service import staff_by_id
-    return {i: u.name for i, u in staff_by_id(db, ids).items() if u.name}
+    from ..cases.service import staff_directory
+    return {i: m.name for i, m in staff_directory(db).items() if i in ids and m.name}
 
 
 def term_text(duration: int, unit: str) -> str:

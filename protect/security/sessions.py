@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from flask import current_app, session
 from flask_login import login_user, logout_user
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from ..accounts.models import LoginSession, User
 from ..extensions import db, login_manager, utcnow
@@ -66,14 +66,17 @@ def end_all_sessions(user: User) -> None:
                        .values(ended_at=utcnow()))
 
 
+# The session and its account in one statement, built once: this runs on every signed-in request.
+_SESSION = (select(LoginSession, User).join(User, User.id == LoginSession.user_id)
+            .where(LoginSession.id == bindparam("digest")))
+
+
 @login_manager.user_loader
 def _load_user(user_id: str) -> User | None:
     token = session.get("sid")
     if not token:
         return None
-    # The session and its account in one statement: this runs on every signed-in request.
-    found = db.session.execute(select(LoginSession, User).join(User, User.id == LoginSession.user_id)
-                               .where(LoginSession.id == _digest(token))).first()
+    found = db.session.execute(_SESSION, {"digest": _digest(token)}).first()
     if found is None:
         return None
     row, user = found

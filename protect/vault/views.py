@@ -11,7 +11,6 @@ gets exactly the response the PIN gets.
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
-from flask_babel import format_datetime
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -22,6 +21,7 @@ from ..crypto.uploads import accepts_uploads, uploaded
 from ..deadlines.forms import EmptyForm
 from ..errors import DomainError, NotFound
 from ..extensions import db
+from ..localtime import moment
 from ..web import REFUSED, attempt
 from . import forms, service
 from .models import Vault
@@ -112,10 +112,6 @@ def _vault_url(vault: Vault, anchor: str = "") -> str:
     return url_for("vault.vault", vault_id=vault.id) + anchor
 
 
-def _when(value) -> str:
-    return format_datetime(value, "short") if value else ""
-
-
 def _pin_attempt(form, action):
     """``attempt`` for a PIN action: (outcome or REFUSED, status). A refusal (a
     wrong PIN among them) is the form again with the message, 422; while PIN
@@ -135,14 +131,14 @@ def _pin_attempt(form, action):
 def _outcome_message(outcome: service.PinOutcome) -> str:
     if outcome.state == "paused":
         return _("Paused until %(until)s. Your next check-in is due by %(due)s.",
-                 until=_when(outcome.paused_until), due=_when(outcome.next_due_at))
+                 until=moment(outcome.paused_until), due=moment(outcome.next_due_at))
     if outcome.state == "disarmed":
         return _("The vault is disarmed. Nothing will be released until you arm it again.")
     if outcome.action == "release_refused":
-        return _("You refused the release. Your next check-in is due by %(due)s.", due=_when(outcome.next_due_at))
+        return _("You refused the release. Your next check-in is due by %(due)s.", due=moment(outcome.next_due_at))
     if outcome.action == "armed":
-        return _("The vault is armed. Your first check-in is due by %(due)s.", due=_when(outcome.next_due_at))
-    return _("Checked in. Your next check-in is due by %(due)s.", due=_when(outcome.next_due_at))
+        return _("The vault is armed. Your first check-in is due by %(due)s.", due=moment(outcome.next_due_at))
+    return _("Checked in. Your next check-in is due by %(due)s.", due=moment(outcome.next_due_at))
 
 
 def _page_context(vault: Vault) -> dict:
@@ -273,7 +269,7 @@ def delete_deposit(vault_id: str, deposit_id: str):
             flash(_("The deposit was deleted: its key and its encrypted file are gone."), "success")
         elif done == "scheduled":
             flash(_("The deposit will be deleted on %(when)s. Until then you can cancel.",
-                    when=_when(deposit.delete_after)), "success")
+                    when=moment(deposit.delete_after)), "success")
     return redirect(_vault_url(vault, "#deposits"))
 
 
@@ -513,7 +509,7 @@ def delete(vault_id: str):
                 return redirect(url_for("vault.index"))
             if done == "scheduled":
                 flash(_("The vault will be deleted on %(when)s. Until then you can cancel.",
-                        when=_when(vault.delete_after)), "success")
+                        when=moment(vault.delete_after)), "success")
                 return redirect(_vault_url(vault))
     return _render_vault(vault, 422, delete_form=form)
 
