@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import session as browser_session
 from flask_babel import get_locale, ngettext
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -378,6 +379,11 @@ def _page_number() -> int:
 @bp.route("/queue")
 def queue():
     me = _me()
+    listings: Listings = current_app.extensions["protect.listings"]
+    now = utcnow()
+    page_key = _page_key(me)
+    if page_key is not None and (kept := listings.fresh(page_key, now)) is not None:
+        return kept.html
     supervisor = me.role == "supervisor"
     form = forms.QueueFilterForm(request.args)
     _plain_labels(form, str(get_locale()))
@@ -400,9 +406,23 @@ def queue():
         phone_intake = None
     filtered = any(request.args.get(k) for k in ("status", "assignee", "risk", "danger", "reference")) \
         or stage != "open"
-    return render_template("cases/queue.html", form=form, stage=stage, supervisor=supervisor,
-                           filtered=filtered, phone_intake=phone_intake,
-                           listing=_listing(me, filters, filtered=filtered, reference=reference))
+    listing = _listing(me, filters, now, filtered=filtered, reference=reference)
+    html = render_template("cases/queue.html", form=form, stage=stage, supervisor=supervisor,
+                           filtered=filtered, phone_intake=phone_intake, listing=listing.html)
+    if page_key is not None:
+        listings.put(page_key, Listing(Markup(html), listing.fresh_until))  # noqa: S704 - autoescaped
+    return html
+
+
+def _page_key(me: User) -> tuple | None:
+    """What the whole queue page is made of besides its list: the navigation bar's figures (the
+    overdue count follows both editions) and this session's form token. None while a notice waits
+    to be shown once."""
+    if "_flashes" in browser_session:
+        return None
+    seen = navigation()
+    return ("page", me.id, str(get_locale()), request.query_string, seen.cases, seen.clocks, seen.unread,
+            browser_session.get("csrf_token"))
 
 
 @dataclass(frozen=True)
@@ -412,17 +432,18 @@ class Listing:
 
 
 class Listings(Kept):
-    """Rendered case lists of this process, each kept while the list edition it was rendered at
-    is current and its day counts hold: a caseworker's queue, looked at all day long, is
-    rendered again only when something it shows changed. Keyed by the reader, so nobody is
-    ever served a list rendered for someone else; kept in memory only, up to 16 MiB."""
+    """Rendered case lists and queue pages of this process, each kept while the editions it was
+    rendered at are current and its day counts hold: a caseworker's queue, looked at all day
+    long, is rendered again only when something it shows changed. Keyed by the reader (and a
+    page by their session), so nobody is ever served a list rendered for someone else; kept in
+    memory only, up to 16 MiB."""
 
     def __init__(self, max_bytes: int = 16 * 2**20):
         super().__init__(max_bytes, size=lambda listing: len(listing.html))
 
-    def fresh(self, key: tuple, now: datetime) -> Markup | None:
+    def fresh(self, key: tuple, now: datetime) -> Listing | None:
         listing = self.get(key)
-        return listing.html if listing is not None and now < listing.fresh_until else None
+        return listing if listing is not None and now < listing.fresh_until else None
 
 
 @bp.record_once
@@ -430,19 +451,18 @@ def _keep_listings(state) -> None:
     state.app.extensions["protect.listings"] = Listings()
 
 
-def _listing(me: User, filters: service.CaseFilter, *, filtered: bool, reference: str | None) -> Markup:
+def _listing(me: User, filters: service.CaseFilter, now: datetime, *, filtered: bool,
+             reference: str | None) -> Listing:
     """The queue's list (count, rows, pager): as rendered before when nothing it shows changed."""
     listings: Listings = current_app.extensions["protect.listings"]
     key = (me.id, str(get_locale()), request.query_string, navigation().cases)
-    now = utcnow()
-    if (html := listings.fresh(key, now)) is not None:
-        return html
+    if (kept := listings.fresh(key, now)) is not None:
+        return kept
     rows, total = service.list_cases(db.session, me, filters)
     html = Markup(render_template(  # noqa: S704 - an autoescaped template's output
         "cases/_queue_list.html", rows=_queue_rows(rows, _directory(), now), total=total, page=filters.page,
         per_page=PER_PAGE, filtered=filtered, reference=reference))
-    listings.put(key, Listing(html, _days_change(rows, now)))
-    return html
+    return listings.put(key, Listing(html, _days_change(rows, now)))
 
 
 def _days_change(rows, now: datetime) -> datetime:

@@ -388,6 +388,69 @@ def test_queue_list_is_kept_until_something_it_shows_changes(app, client, make_a
     assert len(listed) == 2 and "<td>Rosa Analista</td>" in renamed
 
 
+def test_whole_queue_page_is_kept_per_session_until_its_navigation_bar_changes(app, client, make_account,
+                                                                               journalist):
+    """A second look at the queue renders nothing and runs only the session's and the navigation
+    bar's statements; a new notice, a message to flash or another session of the same person gets
+    a page made for it."""
+    from flask import template_rendered
+
+    from protect.notify.service import notify_many
+
+    cw = make_account("caseworker")
+    case_id, reference = new_case(app, journalist)
+    with_case(app, case_id, lambda s, c: service.assign(s, user(cw), c, user(cw)))
+    with app.app_context():
+        engine = db.engine
+    statements, rendered = [], []
+
+    def look(c):
+        statements.clear()
+        rendered.clear()
+        listen = lambda conn, cursor, statement, *args: statements.append(statement)  # noqa: E731
+        event.listen(engine, "before_cursor_execute", listen)
+        try:
+            with template_rendered.connected_to(lambda sender, template, context: rendered.append(template.name),
+                                                app):
+                return text(c.get("/queue"))
+        finally:
+            event.remove(engine, "before_cursor_execute", listen)
+
+    def token_works(c, html) -> bool:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+        response = c.post("/language", data={"csrf_token": token, "language": "en", "next": "/queue"})
+        return response.status_code == 302
+
+    sign_in(client, cw)
+    first = look(client)
+    assert rendered == ["cases/_queue_list.html", "cases/queue.html"] and reference in first
+    again = look(client)
+    assert again == first and rendered == []
+    assert len(statements) == 2 and "login_sessions" in statements[0] and "notifications" in statements[1]
+    assert token_works(client, again)
+
+    # A notice for the caseworker: the bar's count is new, so is the page (its list still kept).
+    with app.app_context():
+        notify_many(db.session, [{"key": "test:1", "user_id": cw.id, "kind": "deadline_due_soon",
+                                  "case_id": case_id, "data": {"reference": reference}}])
+        db.session.commit()
+    noticed = look(client)
+    assert rendered == ["cases/queue.html"] and '<span class="count">1</span>' in noticed
+
+    # A message waiting to be shown appears once, on a page made for it.
+    with client.session_transaction() as browser:
+        browser["_flashes"] = [("success", "Mensaje de prueba")]
+    assert "Mensaje de prueba" in look(client) and rendered == ["cases/queue.html"]
+    after = look(client)
+    assert rendered == [] and after == noticed
+
+    # The same person signed in elsewhere: a page with that session's own form token.
+    other = app.test_client()
+    assert login(other, cw, code_offset=1).status_code == 302  # a code is taken once
+    theirs = look(other)
+    assert "cases/queue.html" in rendered and token_works(other, theirs)
+
+
 def test_queue_list_kept_is_the_readers_own_and_its_days_stay_true(app, client, make_account, journalist):
     cw, other = make_account("caseworker"), make_account("caseworker")
     case_id, reference = new_case(app, journalist)
