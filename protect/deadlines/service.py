@@ -19,7 +19,6 @@ from flask import current_app
 from flask_babel import gettext, ngettext
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import (
-    CompoundSelect,
     Select,
     String,
     and_,
@@ -28,7 +27,6 @@ from sqlalchemy import (
     literal_column,
     select,
     true,
-    union_all,
     update,
 )
 from sqlalchemy import case as sql_case
@@ -272,25 +270,22 @@ class SweepResult:
         return SweepResult(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
-def _recipients(db: Session, clocks, key: tuple[str, str], kind: str, *, assignee: bool) -> Select | CompoundSelect:
+def _recipients(db: Session, clocks, key: tuple[str, str], kind: str, *, assignee: bool) -> Select:
     """One notification row per recipient of each clock in ``clocks`` (id, case_id, stage): the
     case's assignee (``assignee``) or, for an unassigned case or always otherwise, each active
-    supervisor; keyed ``key[0] + clock id + key[1] + user id``."""
+    supervisor; keyed ``key[0] + clock id + key[1] + user id``. Each case is looked up once."""
     json_object = func.json_build_object if db.get_bind().dialect.name == "postgresql" else func.json_object
     supervisors = select(User.id).where(User.role == "supervisor", User.active).subquery()
     of_case = clocks.join(Case, Case.id == clocks.c.case_id)
-
-    def notes(user_id) -> list:
-        return [(literal(key[0], String) + clocks.c.id + literal(key[1], String) + user_id).label("key"),
-                user_id.label("user_id"), literal(kind, String).label("kind"), clocks.c.case_id.label("case_id"),
-                json_object("stage", clocks.c.stage, "reference", Case.reference).label("data")]
-
-    to_supervisors = (select(*notes(supervisors.c.id)).select_from(of_case.join(supervisors, true()))
-                      .where(Case.assignee_id.is_(None) if assignee else true()))
-    if not assignee:
-        return to_supervisors
-    return union_all(select(*notes(Case.assignee_id)).select_from(of_case).where(Case.assignee_id.is_not(None)),
-                     to_supervisors)
+    if assignee:
+        recipient = func.coalesce(Case.assignee_id, supervisors.c.id)
+        found = of_case.outerjoin(supervisors, Case.assignee_id.is_(None))
+    else:
+        recipient, found = supervisors.c.id, of_case.join(supervisors, true())
+    return (select((literal(key[0], String) + clocks.c.id + literal(key[1], String) + recipient).label("key"),
+                   recipient.label("user_id"), literal(kind, String).label("kind"), clocks.c.case_id.label("case_id"),
+                   json_object("stage", clocks.c.stage, "reference", Case.reference).label("data"))
+            .select_from(found).where(recipient.is_not(None)))
 
 
 @dataclass(frozen=True)
