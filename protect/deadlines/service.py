@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import case as sql_case
 from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..accounts.models import User
 from ..audit import service as audit
@@ -277,6 +278,7 @@ def _recipients(db: Session, clocks, key: tuple[str, str], kind: str, *, assigne
     json_object = func.json_build_object if db.get_bind().dialect.name == "postgresql" else func.json_object
     supervisors = select(User.id).where(User.role == "supervisor", User.active).subquery()
     of_case = clocks.join(Case, Case.id == clocks.c.case_id)
+    recipient: ColumnElement[str]
     if assignee:
         recipient = func.coalesce(Case.assignee_id, supervisors.c.id)
         found = of_case.outerjoin(supervisors, Case.assignee_id.is_(None))

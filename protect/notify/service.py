@@ -7,6 +7,7 @@ from typing import cast
 from sqlalchemy import CompoundSelect, Select, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..extensions import Session, utcnow
 from . import mail
@@ -67,7 +68,7 @@ def queue_mail(db: Session, new: list[dict], now: datetime) -> None:
         mail.enqueue(db, new, now)
 
 
-def unread_counted(user_id: str):
+def unread_counted(user_id: str | ColumnElement[str]):
     """The number of ``user_id``'s unread notifications, as a scalar subquery."""
     return select(func.count()).select_from(Notification).where(
         Notification.user_id == user_id, Notification.read_at.is_(None)).scalar_subquery()
