@@ -354,6 +354,9 @@ def _transition(db: Session, move: _Move, now: datetime, limit: int | None = Non
 # PostgreSQL moves clocks in batches of this many, one transaction each: locks are held
 # briefly, and several connections (or hosts) share a large sweep batch by batch.
 SWEEP_BATCH = 10_000
+# A sweep's first batch, on its own connection, is smaller: a large sweep is shared after it, and
+# a whole first batch alone kept the other connections waiting.
+FIRST_BATCH = 1_000
 
 
 def sweep(db: Session, now: datetime | None = None, *, escalate_after: timedelta = timedelta(hours=1),
@@ -373,10 +376,11 @@ def sweep(db: Session, now: datetime | None = None, *, escalate_after: timedelta
         db.commit()
         return result
     result = SweepResult()
+    first = min(FIRST_BATCH, SWEEP_BATCH)
     for i, move in enumerate(moves):
-        batch = _batch(db, move, now)
+        batch = _batch(db, move, now, first)
         result += batch
-        if _full(batch, move):
+        if _full(batch, move, first):
             result += _share(db, moves[i:], now, workers)
             break
     if result.overdue:
@@ -386,15 +390,15 @@ def sweep(db: Session, now: datetime | None = None, *, escalate_after: timedelta
     return result
 
 
-def _batch(db: Session, move: _Move, now: datetime) -> SweepResult:
-    result = _transition(db, move, now, SWEEP_BATCH)
+def _batch(db: Session, move: _Move, now: datetime, limit: int | None = None) -> SweepResult:
+    result = _transition(db, move, now, limit or SWEEP_BATCH)
     db.commit()
     return result
 
 
-def _full(batch: SweepResult, move: _Move) -> bool:
+def _full(batch: SweepResult, move: _Move, limit: int | None = None) -> bool:
     # A short batch: nothing left, or the rest held by other sweeps (SKIP LOCKED).
-    return getattr(batch, move.result) >= SWEEP_BATCH
+    return getattr(batch, move.result) >= (limit or SWEEP_BATCH)
 
 
 def _share(db: Session, moves: list[_Move], now: datetime, workers: int) -> SweepResult:
