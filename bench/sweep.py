@@ -153,16 +153,18 @@ def timed_sweep(at, workers: int = 1) -> tuple[float, deadlines.SweepResult]:
 
 
 def explain(at) -> None:
-    """Print the plans of the sweep's claim queries (what an idle sweep costs)."""
+    """Print the plans of the sweep's queries for the minute before ``at`` (what an idle sweep costs)."""
     dialect = db.engine.dialect.name
     prefix = "EXPLAIN ANALYZE" if dialect == "postgresql" else "EXPLAIN QUERY PLAN"
-    params = {"now": at, "late": at - timedelta(hours=1)}
+    params = {"now": at, "since": at - timedelta(minutes=1), "late": at - timedelta(hours=1),
+              "late_since": at - timedelta(hours=1, minutes=1)}
     if dialect == "sqlite":
         params = {k: v.replace(tzinfo=None).isoformat(" ") for k, v in params.items()}
     queries = {
-        "to overdue": "SELECT id FROM clocks WHERE state IN ('running','due_soon') AND due_at <= :now",
-        "to due soon": "SELECT id FROM clocks WHERE state = 'running' AND warn_at <= :now AND due_at > :now",
-        "escalate": "SELECT id FROM clocks WHERE state = 'overdue' AND escalated_at IS NULL AND due_at <= :late",
+        "overdue": "SELECT id FROM clocks WHERE state = 'running' AND due_at <= :now AND due_at > :since",
+        "due soon": "SELECT id FROM clocks WHERE state = 'running' AND warn_at <= :now AND warn_at > :since "
+                    "AND due_at > :now",
+        "escalated": "SELECT id FROM clocks WHERE state = 'running' AND due_at <= :late AND due_at > :late_since",
     }
     for name, sql in queries.items():
         rows = db.session.execute(text(f"{prefix} {sql}"), params).all()

@@ -184,7 +184,7 @@ def _retire(keys_dir, kid: str, from_env: bool) -> None:
 @click.option("--every", type=click.IntRange(min=1), default=None, metavar="SECONDS",
               help="Keep running, sweeping every SECONDS (a service instead of a timer: no start-up per run).")
 def sweep(every):
-    """Move clocks to due-soon/overdue, notify, escalate; vaults, webhooks; delay reports made
+    """Notify deadlines falling due soon and overdue, escalate; vaults, webhooks; delay reports made
     again in the background. Safe to run from many hosts."""
     if every is None:
         _sweep_once()

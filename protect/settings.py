@@ -63,7 +63,7 @@ class Settings:
     escalate_after_minutes: int = 60
     # The web process sweeps on a thread this often (0: off; run `flask protect sweep` from a timer).
     sweep_interval_seconds: int = 60
-    # PostgreSQL: connections one sweep moves clocks on at once, batch by batch (SQLite: one).
+    # PostgreSQL: connections one large sweep notifies on at once, batch by batch (SQLite: one).
     sweep_workers: int = 2
     # Donor reports: a figure resting on fewer cases than this shows "< k" (reports/suppression.py).
     report_min_cell: int = 5

@@ -46,6 +46,10 @@ class Closure(Model):
 
 
 class Clock(RowId, Model):
+    """One legal term running on one case. ``state`` is what events and people made of it:
+    running, paused, met, met late or cancelled. "Due soon" and "overdue" follow from the time
+    (``status_at``) and are never written, so a sweep writes only its notifications."""
+
     __tablename__ = "clocks"
 
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
@@ -59,15 +63,37 @@ class Clock(RowId, Model):
     paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     paused_seconds: Mapped[int] = mapped_column(Integer, default=0)
     pause_reason_ct: Mapped[bytes | None] = mapped_column("pause_reason", Ciphertext)
-    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     pause_reason = sealed("pause_reason_ct")
     policy: Mapped[DeadlinePolicy] = relationship(lazy="joined")
 
-    # The sweep's queries read index ranges, never every clock (bench/sweep.py): clocks falling
-    # due (and to escalate) by (state, due_at); running clocks entering their warning window by
-    # warn_at, in a partial index that holds running clocks only (small, and no rival for the
-    # escalation query when statistics lag behind a mass change).
+    def status_at(self, now: datetime) -> str:
+        """One of the seven states the Law's terms are shown in, at ``now``."""
+        if self.state != "running":
+            return self.state
+        if now >= self.due_at:
+            return "overdue"
+        return "due_soon" if now >= self.warn_at else "running"
+
+    @property
+    def status(self) -> str:
+        return self.status_at(utcnow())
+
+    # Reads go by index ranges, never every clock (bench/sweep.py): running clocks falling due
+    # (overdue, escalated) by (state, due_at); running clocks entering their warning window by
+    # warn_at, in a partial index that holds running clocks only.
     __table_args__ = (Index("ix_clocks_state_due", "state", "due_at"),
                       Index("ix_clocks_running_warn", "warn_at", postgresql_where=text("state = 'running'"),
                             sqlite_where=text("state = 'running'")))
+
+
+class Sweep(Model):
+    """How far a sweep has looked: the last one covered the moments in (swept_from, swept_to].
+    The next looks only past ``swept_to``, so an idle sweep reads nothing however many clocks are
+    overdue; the row's lock is what one sweep at a time holds (others skip it)."""
+
+    __tablename__ = "sweeps"
+
+    name: Mapped[str] = mapped_column(String(20), primary_key=True)
+    swept_from: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    swept_to: Mapped[datetime | None] = mapped_column(UTCDateTime)

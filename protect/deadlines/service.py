@@ -2,29 +2,33 @@
 
 A policy names the events that start its clock and the one that stops it.
 ``on_event`` is called for every case event (in the same transaction), so
-clocks cannot drift from the timeline. ``sweep`` moves clocks to due-soon
-and overdue with set-based queries and writes one notification per
-transition; escalation to supervisors happens once per overdue clock.
+clocks cannot drift from the timeline. A running clock is due soon and then
+overdue by the time alone (``Clock.status_at``); ``sweep`` finds, with
+set-based queries, the clocks that passed those moments since the last sweep
+and writes one notification per transition; escalation to supervisors happens
+once per overdue clock.
 """
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass
 from datetime import date, datetime, timedelta
-from itertools import groupby
+from itertools import chain, groupby
 from typing import Any
 
 from flask import current_app
 from flask_babel import gettext, ngettext
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import (
+    Row,
     Select,
     String,
     and_,
     func,
     literal,
-    literal_column,
     select,
     true,
     update,
@@ -41,12 +45,11 @@ from ..errors import DomainError, PermissionDenied
 from ..extensions import Session, rowcount, utcnow
 from ..kept import Kept
 from ..notify import mail
-from ..notify.models import Notification
-from ..notify.service import NOTE_COLUMNS, insert_selected, queue_mail
+from ..notify.service import insert_selected, queue_mail
 from .calendar import TZ, UNITS, Calendar
-from .models import Clock, Closure, DeadlinePolicy
+from .models import Clock, Closure, DeadlinePolicy, Sweep
 
-OPEN = ("running", "due_soon", "overdue", "paused")
+OPEN = ("running", "paused")
 TERMINAL_EVENTS = {"closed", "withdrawn"}
 
 STAGES = {
@@ -215,7 +218,7 @@ def _stop(clock: Clock, at: datetime) -> None:
 def pause(db: Session, actor: User, case: Case, clock: Clock, reason: str | None) -> None:
     """Stop counting while the case waits on the petitioner."""
     _may_manage(actor, case, clock)
-    if clock.state not in ("running", "due_soon", "overdue"):
+    if clock.state != "running":
         raise DomainError(_l("Only a running deadline can be paused."))
     reason = (reason or "").strip()
     if not reason or len(reason) > 1000:
@@ -237,7 +240,6 @@ def resume(db: Session, actor: User, case: Case, clock: Clock) -> None:
     clock.warn_at += paused
     clock.paused_at = None
     clock.state = "running"
-    clock.state = state_at(clock, now)
     audit.record(db, "deadline.resumed", actor=actor, target=case.reference, stage=clock.stage,
                  paused_seconds=int(paused.total_seconds()))
 
@@ -247,17 +249,6 @@ def _may_manage(actor: User, case: Case, clock: Clock) -> None:
         raise DomainError(_l("No such deadline."))
     if not (actor.role == "supervisor" or (actor.role == "caseworker" and case.assignee_id == actor.id)):
         raise PermissionDenied(_l("You cannot do this on this case."))
-
-
-def state_at(clock: Clock, now: datetime) -> str:
-    """What an open clock's state is at ``now`` (the sweep stores it)."""
-    if clock.state in ("met", "met_late", "cancelled", "paused"):
-        return clock.state
-    if now >= clock.due_at:
-        return "overdue"
-    if now >= clock.warn_at:
-        return "due_soon"
-    return "running"
 
 
 @dataclass
@@ -275,154 +266,148 @@ def _recipients(db: Session, clocks, key: tuple[str, str], kind: str, *, assigne
     """One notification row per recipient of each clock in ``clocks`` (id, case_id, stage): the
     case's assignee (``assignee``) or, for an unassigned case or always otherwise, each active
     supervisor; keyed ``key[0] + clock id + key[1] + user id``. Each case is looked up once."""
-    json_object = func.json_build_object if db.get_bind().dialect.name == "postgresql" else func.json_object
+    postgres = db.get_bind().dialect.name == "postgresql"
+    json_object = func.json_build_object if postgres else func.json_object
     supervisors = select(User.id).where(User.role == "supervisor", User.active).subquery()
-    of_case = clocks.join(Case, Case.id == clocks.c.case_id)
+    case: Any = Case.__table__
+    if postgres:
+        # By primary key, clock by clock: joined, PostgreSQL hashed every case for each batch once
+        # there were a million (bench/RESULTS.md, "sweep"). LIMIT keeps the lookup from being flattened.
+        case = select(Case.assignee_id, Case.reference).where(Case.id == clocks.c.case_id).limit(1).lateral()
+        of_case = clocks.join(case, true())
+    else:
+        of_case = clocks.join(case, case.c.id == clocks.c.case_id)
     recipient: ColumnElement[str]
     if assignee:
-        recipient = func.coalesce(Case.assignee_id, supervisors.c.id)
-        found = of_case.outerjoin(supervisors, Case.assignee_id.is_(None))
+        recipient = func.coalesce(case.c.assignee_id, supervisors.c.id)
+        found = of_case.outerjoin(supervisors, case.c.assignee_id.is_(None))
     else:
         recipient, found = supervisors.c.id, of_case.join(supervisors, true())
     return (select((literal(key[0], String) + clocks.c.id + literal(key[1], String) + recipient).label("key"),
                    recipient.label("user_id"), literal(kind, String).label("kind"), clocks.c.case_id.label("case_id"),
-                   json_object("stage", clocks.c.stage, "reference", Case.reference).label("data"))
+                   json_object("stage", clocks.c.stage, "reference", case.c.reference).label("data"))
             .select_from(found).where(recipient.is_not(None)))
 
 
 @dataclass(frozen=True)
 class _Move:
-    """One kind of transition the sweep makes: the clocks it applies to, what it sets, how its
-    notifications are keyed and whom they go to (the assignee, or the supervisors only)."""
+    """One kind of transition: the running clocks whose ``moment`` passed since the last sweep
+    (``where``), how their notifications are keyed and whom they go to (the assignee, or the
+    supervisors only)."""
     result: str
+    moment: Any
     where: Any
-    values: dict
     key: tuple[str, str]
     kind: str
     assignee: bool = True
 
 
-def _moves(now: datetime, escalate_after: timedelta) -> list[_Move]:
-    return [_Move("overdue", Clock.state.in_(("running", "due_soon")) & (Clock.due_at <= now), {"state": "overdue"},
-                  ("clock:", ":overdue:"), "deadline_overdue"),
-            _Move("due_soon", (Clock.state == "running") & (Clock.warn_at <= now) & (Clock.due_at > now),
-                  {"state": "due_soon"}, ("clock:", ":due_soon:"), "deadline_due_soon"),
-            _Move("escalated", (Clock.state == "overdue") & Clock.escalated_at.is_(None)
-                  & (Clock.due_at <= now - escalate_after), {"escalated_at": now}, ("escalate:", ":"),
+def _moves(since: datetime | None, now: datetime, escalate_after: timedelta) -> list[_Move]:
+    def passed(moment, lag: timedelta = timedelta(0)):
+        found = (Clock.state == "running") & (moment <= now - lag)
+        return found if since is None else found & (moment > since - lag)
+
+    # Overdue first in meaning: a clock that passed both moments since the last sweep is only overdue.
+    return [_Move("overdue", Clock.due_at, passed(Clock.due_at), ("clock:", ":overdue:"), "deadline_overdue"),
+            _Move("due_soon", Clock.warn_at, passed(Clock.warn_at) & (Clock.due_at > now),
+                  ("clock:", ":due_soon:"), "deadline_due_soon"),
+            _Move("escalated", Clock.due_at, passed(Clock.due_at, escalate_after), ("escalate:", ":"),
                   "deadline_escalated", assignee=False)]
 
 
-def _transition(db: Session, move: _Move, now: datetime, limit: int | None = None) -> SweepResult:
-    """Apply ``move`` to the clocks it matches (at most ``limit``, PostgreSQL) and notify each
-    one's recipients once. Set-based: rows never travel through Python.
-
-    PostgreSQL: one statement, the UPDATE … RETURNING feeding the INSERT. The UPDATE re-checks
-    its condition row by row and skips rows another sweep holds (SKIP LOCKED), so of several
-    sweeps at once each clock's change is made, and notified, by one only. SQLite lets one
-    writer in at a time, and the INSERT's first step takes the write lock: the notifications of
-    the matching clocks are written first, then the same clocks are changed, and no other
-    writer can come between the two.
-    """
-    change = update(Clock).where(move.where).values(**move.values).execution_options(synchronize_session=False)
-    if db.get_bind().dialect.name != "postgresql":
-        matching = select(Clock.id, Clock.case_id, Clock.stage).where(move.where).subquery()
-        result = db.execute(insert_selected(db, _recipients(db, matching, move.key, move.kind,
-                                                            assignee=move.assignee), now))
-        new = [row._asdict() for row in result] if mail.enabled() else []
-        added = len(new) if mail.enabled() else rowcount(result)
-        changed = rowcount(db.execute(change))
-        queue_mail(db, new, now)
-        return SweepResult(**{move.result: changed, "notifications": added})
-    # The rows this statement locked, by their physical address (ctid, stable while locked): a batch
-    # found by row address costs nothing per row, where a join on ids scans the table every batch.
-    held = select(literal_column("ctid")).select_from(Clock).where(move.where).limit(limit) \
-        .with_for_update(skip_locked=True).scalar_subquery()
-    moved = change.where(literal_column("ctid") == func.any(func.array(held))) \
-        .returning(Clock.id, Clock.case_id, Clock.stage).cte("moved")
-    insert = insert_selected(db, _recipients(db, moved, move.key, move.kind, assignee=move.assignee), now)
-    inserted = insert.cte("added") if mail.enabled() else insert.returning(Notification.key).cte("added")
-    counts = [select(func.count()).select_from(moved).scalar_subquery(),
-              select(func.count()).select_from(inserted).scalar_subquery()]
-    if mail.enabled():  # the new rows come back as one JSON array, for their e-mails
-        fields = [x for name in NOTE_COLUMNS for x in (literal(name, String), inserted.c[name])]
-        counts.append(select(func.json_agg(func.json_build_object(*fields))).scalar_subquery())
-    row = db.execute(select(*counts)).one()
-    queue_mail(db, (row[2] or []) if mail.enabled() else [], now)
-    return SweepResult(**{move.result: row[0], "notifications": row[1]})
+def _notify(db: Session, move: _Move, now: datetime, within: Any = None) -> SweepResult:
+    """Notify the recipients of the clocks ``move`` finds (``within`` narrows them to one batch),
+    skipping notifications that exist. Set-based: rows never travel through Python, unless their
+    e-mails are queued."""
+    clocks = select(Clock.id, Clock.case_id, Clock.stage).where(move.where, true() if within is None else within)
+    notes = insert_selected(db, _recipients(db, clocks.subquery(), move.key, move.kind, assignee=move.assignee), now)
+    result = db.execute(notes.execution_options(preserve_rowcount=True))  # counted for an INSERT too
+    new = [row._asdict() for row in result] if mail.enabled() else []
+    added = len(new) if mail.enabled() else rowcount(result)
+    queue_mail(db, new, now)
+    found = db.execute(select(func.count()).select_from(clocks.subquery())).scalar_one()
+    return SweepResult(**{move.result: found, "notifications": added})
 
 
-# PostgreSQL moves clocks in batches of this many, one transaction each: locks are held
-# briefly, and several connections (or hosts) share a large sweep batch by batch.
+def _claim(db: Session, now: datetime) -> Row | None:
+    """Take the sweep's mark, moving it to ``now``; its ``swept_from`` is the moment the last sweep
+    looked up to (None before the first). None when another sweep holds it (PostgreSQL, SKIP
+    LOCKED; on SQLite the UPDATE takes the write lock, waiting for it). Held until this commits."""
+    held = select(Sweep.name).where(Sweep.name == DEADLINES).with_for_update(skip_locked=True).scalar_subquery()
+    row = db.execute(update(Sweep).where(Sweep.name == held).values(swept_from=Sweep.swept_to, swept_to=now)
+                     .returning(Sweep.swept_from)).first()
+    return row
+
+
+# PostgreSQL notifies a large sweep in batches of this many clocks, one transaction each, shared
+# by several connections (or hosts' worth of cores) at once.
 SWEEP_BATCH = 10_000
-# A sweep's first batch, on its own connection, is smaller: a large sweep is shared after it, and
-# a whole first batch alone kept the other connections waiting.
-FIRST_BATCH = 1_000
+DEADLINES = "deadlines"
 
 
 def sweep(db: Session, now: datetime | None = None, *, escalate_after: timedelta = timedelta(hours=1),
           workers: int = 1) -> SweepResult:
-    """Move clocks to due soon and overdue, escalate overdue ones, one notification per transition.
+    """Notify every clock that fell due soon or overdue since the last sweep, and escalate those
+    overdue for ``escalate_after``: one notification per transition, whatever runs again.
 
-    SQLite: all in one transaction. PostgreSQL: batch by batch, each its own transaction; once a
-    batch comes back full, the rest is shared by ``workers`` connections at once (sessions of
-    their own). What a failed batch leaves, the next sweep does.
+    One transaction, the mark's (``_claim``) with the notifications. On PostgreSQL a sweep of
+    more than a batch per kind is shared by ``workers`` connections of their own, batch by batch,
+    each committed alone; the mark commits after the last. What a failed sweep leaves, the next
+    does again (it looks from the same mark; the notifications' keys skip what was sent).
     """
     now = now or utcnow()
-    moves = _moves(now, escalate_after)
-    if db.get_bind().dialect.name != "postgresql":
-        result = sum((_transition(db, move, now) for move in moves), SweepResult())
-        if result.overdue:
-            editions.raise_edition(db, editions.CLOCKS)
-        db.commit()
-        return result
-    result = SweepResult()
-    first = min(FIRST_BATCH, SWEEP_BATCH)
-    for i, move in enumerate(moves):
-        batch = _batch(db, move, now, first)
-        result += batch
-        if _full(batch, move, first):
-            result += _share(db, moves[i:], now, workers)
-            break
+    claimed = _claim(db, now)
+    if claimed is None:
+        db.rollback()
+        return SweepResult()
+    moves = _moves(claimed.swept_from, now, escalate_after)
+    edges = [_edge(db, move) for move in moves] if db.get_bind().dialect.name == "postgresql" else []
+    if any(edge is not None for edge in edges):
+        result = _share(db, chain.from_iterable(_batches(db, move, edge) for move, edge in zip(moves, edges, strict=True)),
+                        now, workers)
+    else:
+        result = sum((_notify(db, move, now) for move in moves), SweepResult())
     if result.overdue:
-        # Once, after the batches: raised in each, it would queue every batch behind one row's lock.
         editions.raise_edition(db, editions.CLOCKS)
-        db.commit()
-    return result
-
-
-def _batch(db: Session, move: _Move, now: datetime, limit: int | None = None) -> SweepResult:
-    result = _transition(db, move, now, limit or SWEEP_BATCH)
     db.commit()
     return result
 
 
-def _full(batch: SweepResult, move: _Move, limit: int | None = None) -> bool:
-    # A short batch: nothing left, or the rest held by other sweeps (SKIP LOCKED).
-    return getattr(batch, move.result) >= (limit or SWEEP_BATCH)
+def _edge(db: Session, move: _Move, after: datetime | None = None) -> datetime | None:
+    """The moment that ends the batch after ``after``: SWEEP_BATCH clocks on, in the order of the
+    index the move reads (clocks sharing that moment join the batch). None: the rest is one batch."""
+    return db.execute(select(move.moment).where(move.where, true() if after is None else move.moment > after)
+                      .order_by(move.moment).offset(SWEEP_BATCH - 1).limit(1)).scalar()
 
 
-def _share(db: Session, moves: list[_Move], now: datetime, workers: int) -> SweepResult:
-    """Every batch of ``moves`` there is, on ``workers`` connections at once."""
-    def batches(session: Session) -> SweepResult:
-        result = SweepResult()
-        for move in moves:
-            while True:
-                batch = _batch(session, move, now)
-                result += batch
-                if not _full(batch, move):
-                    break
-        return result
+def _batches(db: Session, move: _Move, edge: datetime | None) -> Iterator[tuple[_Move, Any]]:
+    """Every batch of ``move``'s clocks, as a condition each, from its first ``edge`` on."""
+    last = None
+    while True:
+        yield move, and_(true() if last is None else move.moment > last, true() if edge is None else move.moment <= edge)
+        if edge is None:
+            return
+        last, edge = edge, _edge(db, move, edge)
 
-    if workers <= 1:
-        return batches(db)
-    app, engine = current_app._get_current_object(), db.get_bind()  # type: ignore[attr-defined]
+
+def _share(db: Session, batches: Iterator[tuple[_Move, Any]], now: datetime, workers: int) -> SweepResult:
+    """Every batch on ``workers`` connections of their own, each batch committed alone; ``db``
+    keeps the mark (and finds the batches' edges, one thread at a time)."""
+    app, engine, lock = current_app._get_current_object(), db.get_bind(), threading.Lock()  # type: ignore[attr-defined]
 
     def part() -> SweepResult:
+        result = SweepResult()
         with app.app_context(), OrmSession(engine) as session:
-            return batches(session)
+            while True:
+                with lock:
+                    batch = next(batches, None)
+                if batch is None:
+                    return result
+                result += _notify(session, batch[0], now, batch[1])
+                session.commit()
 
-    with ThreadPoolExecutor(workers, thread_name_prefix="sweep") as pool:
-        return sum((f.result() for f in [pool.submit(part) for _ in range(workers)]), SweepResult())
+    with ThreadPoolExecutor(max(workers, 1), thread_name_prefix="sweep") as pool:
+        return sum((f.result() for f in [pool.submit(part) for _ in range(max(workers, 1))]), SweepResult())
 
 
 # -- reading --------------------------------------------------------------
@@ -432,9 +417,15 @@ def case_clocks(db: Session, case: Case) -> list[Clock]:
                            .order_by(Clock.started_at, Clock.stage)).scalars())
 
 
+def overdue(now: datetime) -> ColumnElement[bool]:
+    """The clocks overdue at ``now``, in SQL (``Clock.status_at`` in Python)."""
+    return (Clock.state == "running") & (Clock.due_at <= now)
+
+
 def my_deadlines(db: Session, user: User, limit: int = 200) -> list[tuple[Clock, Case]]:
     """The caseworker's open clocks: overdue first, then due soon, by time left."""
-    order = sql_case((Clock.state == "overdue", 0), (Clock.state == "due_soon", 1), else_=2)
+    now = utcnow()
+    order = sql_case((overdue(now), 0), ((Clock.state == "running") & (Clock.warn_at <= now), 1), else_=2)
     return list(db.execute(select(Clock, Case).join(Case, Case.id == Clock.case_id)
                            .where(Case.assignee_id == user.id, Clock.state.in_(OPEN))
                            .order_by(order, Clock.due_at).limit(limit)).all())
@@ -444,8 +435,7 @@ def overdue_count(db: Session, user: User, cases_edition: int, clocks_edition: i
     """The number of overdue clocks ``user`` answers for, shown on every page: counted again only
     when the editions of cases (assignments) or clocks changed. Counting costs a join over a
     caseworker's cases, 15 ms at 5,000 cases (bench/RESULTS.md, "pages")."""
-    query = select(func.count()).select_from(Clock).join(Case, Case.id == Clock.case_id).where(
-        Clock.state == "overdue")
+    query = select(func.count()).select_from(Clock).join(Case, Case.id == Clock.case_id).where(overdue(utcnow()))
     if user.role == "caseworker":
         query = query.where(Case.assignee_id == user.id)
     elif user.role != "supervisor":
@@ -458,14 +448,15 @@ def overdue_count(db: Session, user: User, cases_edition: int, clocks_edition: i
 
 def overview(db: Session) -> dict:
     """Supervisor's view: overdue clocks by stage and by caseworker, oldest first."""
+    late = overdue(utcnow())
     by_stage = db.execute(select(Clock.stage, func.count(), func.min(Clock.due_at))
-                          .where(Clock.state == "overdue").group_by(Clock.stage)
+                          .where(late).group_by(Clock.stage)
                           .order_by(func.min(Clock.due_at))).all()
     by_assignee = db.execute(select(Case.assignee_id, func.count(), func.min(Clock.due_at))
-                             .join(Case, Case.id == Clock.case_id).where(Clock.state == "overdue")
+                             .join(Case, Case.id == Clock.case_id).where(late)
                              .group_by(Case.assignee_id).order_by(func.min(Clock.due_at))).all()
     oldest = db.execute(select(Clock, Case).join(Case, Case.id == Clock.case_id)
-                        .where(Clock.state == "overdue").order_by(Clock.due_at).limit(100)).all()
+                        .where(late).order_by(Clock.due_at).limit(100)).all()
     return {"by_stage": by_stage, "by_assignee": by_assignee, "oldest": oldest}
 
 

@@ -12,7 +12,7 @@ from protect.cases import editions
 from protect.cases import service as cases
 from protect.deadlines import service as deadlines
 from protect.deadlines.calendar import TZ
-from protect.deadlines.models import Clock, DeadlinePolicy
+from protect.deadlines.models import Clock, DeadlinePolicy, Sweep
 from protect.errors import DomainError
 from protect.extensions import db, utcnow
 from protect.notify.models import Notification
@@ -119,24 +119,33 @@ def _notifications():
     return db.session.execute(select(func.count()).select_from(Notification)).scalar_one()
 
 
-def test_sweep_notifies_once_per_transition_and_escalates_once(people):
+def test_sweep_notifies_once_per_transition_and_escalates_once(app, people):
     unassigned = submitted(people)
     assigned = submitted(people)
     cw = people["caseworker"]
     cases.assign(db.session, cw, assigned, cw)
     db.session.commit()
-    start = utcnow()
+    start, now = utcnow(), app.extensions["protect.now"]
     # 2 h 30 min in: both triage clocks are due soon (warning at 75 % of 3 h).
-    first = deadlines.sweep(db.session, start + timedelta(hours=2, minutes=30))
+    now.advance(hours=2, minutes=30)
+    assert {c.status for c in (clocks(unassigned)["triage"], clocks(assigned)["triage"])} == {"due_soon"}
+    first = deadlines.sweep(db.session)
     assert first.due_soon == 2 and first.overdue == 0
     # The unassigned one goes to both supervisors, the assigned one to its caseworker.
     assert first.notifications == 3
-    again = deadlines.sweep(db.session, start + timedelta(hours=2, minutes=31))
+    now.advance(minutes=1)
+    again = deadlines.sweep(db.session)
     assert again.due_soon == 0 and again.notifications == 0
-    late = deadlines.sweep(db.session, start + timedelta(hours=3, minutes=5))
+    now.advance(minutes=34)
+    late = deadlines.sweep(db.session)
     assert late.overdue == 2 and late.escalated == 0
-    escalated = deadlines.sweep(db.session, start + timedelta(hours=4, minutes=30))
+    assert clocks(assigned)["triage"].status == "overdue"
+    now.advance(hours=1, minutes=25)
+    escalated = deadlines.sweep(db.session)
     assert escalated.escalated == 2 and escalated.notifications == 4  # 2 clocks x 2 supervisors
+    assert deadlines.sweep(db.session, start + timedelta(hours=9)).notifications == 0
+    # Swept again from the start (a sweep that failed, or one whose clock was behind): nothing new.
+    assert deadlines.sweep(db.session, start).notifications == 0
     assert deadlines.sweep(db.session, start + timedelta(hours=9)).notifications == 0
     assert _notifications() == 3 + 3 + 4
 
@@ -144,6 +153,48 @@ def test_sweep_notifies_once_per_transition_and_escalates_once(people):
         return deadlines.overdue_count(db.session, user, editions.current(db.session, editions.CASES),
                                        editions.current(db.session, editions.CLOCKS))
     assert overdue(cw) == 1 and overdue(people["supervisor"]) == 2
+
+
+def test_due_soon_and_overdue_follow_the_time_and_a_sweep_writes_only_notices(app, people, monkeypatch):
+    """A running clock is due soon, then overdue, by the time alone: no sweep writes a clock. A
+    sweep looks only past the last one's mark; one that fails leaves the mark, so the next one
+    notifies what it did not."""
+    case = submitted(people)
+    now = app.extensions["protect.now"]
+    assert clocks(case)["triage"].status == "running"
+    now.advance(hours=2, minutes=30)
+    assert clocks(case)["triage"].status == "due_soon"
+    now.advance(hours=1)
+    assert clocks(case)["triage"].status == "overdue"
+    mine = deadlines.overview(db.session)
+    assert [row[1] for row in mine["by_stage"]] == [1] and mine["oldest"][0][1].id == case.id
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("the database went away")
+    monkeypatch.setattr(deadlines, "queue_mail", failing)
+    with pytest.raises(RuntimeError):
+        deadlines.sweep(db.session)
+    db.session.rollback()
+    assert db.session.get(Sweep, deadlines.DEADLINES).swept_to is None
+    monkeypatch.undo()
+    statements, before = [], utcnow()
+    with _counting(statements):
+        result = deadlines.sweep(db.session)
+    assert (result.overdue, result.notifications) == (1, 2)  # unassigned: both supervisors
+    assert not [s for s in statements if s.startswith("UPDATE clocks")]
+    assert before <= db.session.get(Sweep, deadlines.DEADLINES).swept_to <= utcnow()
+    # Paused, it stays paused whatever the time; resumed, the paused time is not counted.
+    cases_clock = clocks(case)["triage"]
+    deadlines.pause(db.session, people["supervisor"], case, cases_clock, "Waiting on the petitioner")
+    db.session.commit()
+    due = cases_clock.due_at
+    now.advance(days=3)
+    assert clocks(case)["triage"].status == "paused"
+    deadlines.resume(db.session, people["supervisor"], case, clocks(case)["triage"])
+    db.session.commit()
+    resumed = clocks(case)["triage"]
+    assert resumed.due_at - due >= timedelta(days=3) and resumed.status == "overdue"
+    assert deadlines.sweep(db.session).notifications == 0  # told once already
 
 
 def test_the_overdue_count_is_kept_until_a_case_or_a_clock_changes(app, people, make_account):
@@ -164,9 +215,11 @@ def test_the_overdue_count_is_kept_until_a_case_or_a_clock_changes(app, people, 
                                        editions.current(db.session, editions.CLOCKS))
     assert (overdue(), overdue(), len(counted)) == (0, 0, 1)
     clocks_before = editions.current(db.session, editions.CLOCKS)
-    deadlines.sweep(db.session, utcnow() + timedelta(hours=2, minutes=30))  # due soon only: the count holds
+    app.extensions["protect.now"].advance(hours=2, minutes=30)
+    deadlines.sweep(db.session)  # due soon only: the count holds
     assert editions.current(db.session, editions.CLOCKS) == clocks_before and overdue() == 0
-    deadlines.sweep(db.session, utcnow() + timedelta(hours=4))
+    app.extensions["protect.now"].advance(hours=1, minutes=30)
+    deadlines.sweep(db.session)
     assert overdue() == 2 and len(counted) == 2
     cases.assign(db.session, people["supervisor"], second, db.session.get(User, make_account("caseworker").id))
     db.session.commit()
@@ -179,12 +232,12 @@ def test_the_overdue_count_is_kept_until_a_case_or_a_clock_changes(app, people, 
 def test_concurrent_sweeps_do_not_double(app, people):
     for _ in range(6):
         submitted(people)
-    later = utcnow() + timedelta(hours=5)
+    app.extensions["protect.now"].advance(hours=5)
     results = []
 
     def run():
         with app.app_context():
-            results.append(deadlines.sweep(db.session, later, escalate_after=timedelta(0)))
+            results.append(deadlines.sweep(db.session, escalate_after=timedelta(0)))
             db.session.remove()
 
     threads = [threading.Thread(target=run) for _ in range(3)]
@@ -195,12 +248,12 @@ def test_concurrent_sweeps_do_not_double(app, people):
     assert sum(r.overdue for r in results) == 6
     # 6 clocks, each: overdue to 2 supervisors + escalated to 2 supervisors.
     assert _notifications() == 6 * 4
-    assert db.session.execute(select(func.count()).select_from(Clock).where(Clock.state == "overdue")).scalar_one() == 6
+    assert db.session.execute(select(func.count()).select_from(Clock).where(deadlines.overdue(utcnow()))).scalar_one() == 6
 
 
 def test_a_large_sweep_goes_batch_by_batch_on_several_connections(app, people, monkeypatch):
-    """PostgreSQL moves clocks in batches (here of 2), and once a batch comes back full, shares the
-    rest among ``workers`` connections; each clock still moves, and is notified, exactly once."""
+    """PostgreSQL notifies a sweep of more than a batch (here 2 clocks) batch by batch, shared
+    among ``workers`` connections; each clock is still notified exactly once."""
     monkeypatch.setattr(deadlines, "SWEEP_BATCH", 2)
     cw = people["caseworker"]
     for i in range(9):
@@ -215,10 +268,11 @@ def test_a_large_sweep_goes_batch_by_batch_on_several_connections(app, people, m
     # 9 clocks overdue (3 unassigned: 2 supervisors each; 6 to the caseworker), then escalated.
     assert (result.overdue, result.due_soon, result.escalated) == (9, 0, 9)
     assert result.notifications == _notifications() == 3 * 2 + 6 + 9 * 2
-    overdue = select(func.count()).select_from(Clock).where(Clock.state == "overdue", Clock.escalated_at.is_not(None))
-    assert db.session.execute(overdue).scalar_one() == 9
-    if db.engine.dialect.name == "postgresql":  # batch by batch: at least 5 per move of 9 clocks
-        assert sum("UPDATE clocks" in s for s in statements) >= 10
+    escalations = select(func.count()).select_from(Notification).where(Notification.kind == "deadline_escalated")
+    assert db.session.execute(escalations).scalar_one() == 9 * 2
+    inserts = sum(s.startswith("INSERT INTO notifications") for s in statements)
+    # PostgreSQL: 5 batches for each kind of 9 clocks, 1 for none due soon; SQLite: one each.
+    assert inserts == (5 + 1 + 5 if db.engine.dialect.name == "postgresql" else 3)
     assert deadlines.sweep(db.session, later, escalate_after=timedelta(0), workers=3) == deadlines.SweepResult()
 
 
@@ -257,7 +311,8 @@ def test_embedded_sweeper_runs_every_job(app, people):
     submitted(people)
     app.extensions["protect.now"].advance(hours=4)
     sweeper.run_once(app.extensions["protect.settings"], collect_garbage=True)
-    assert db.session.execute(select(func.count()).select_from(Clock).where(Clock.state == "overdue")).scalar_one() == 1
+    assert db.session.execute(select(func.count()).select_from(Notification)
+                              .where(Notification.kind == "deadline_overdue")).scalar_one() >= 1
 
 
 def test_cli_sweep_and_garbage(app, people):
