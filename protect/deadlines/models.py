@@ -81,9 +81,10 @@ class Clock(RowId, Model):
 
     # Reads go by index ranges, never every clock (bench/sweep.py): running clocks falling due
     # (overdue, escalated) by (state, due_at); running clocks entering their warning window by
-    # warn_at, in a partial index that holds running clocks only.
+    # warn_at, in a partial index that holds running clocks only, with due_at to tell those
+    # already overdue without reading their rows.
     __table_args__ = (Index("ix_clocks_state_due", "state", "due_at"),
-                      Index("ix_clocks_running_warn", "warn_at", postgresql_where=text("state = 'running'"),
+                      Index("ix_clocks_running_warn", "warn_at", "due_at", postgresql_where=text("state = 'running'"),
                             sqlite_where=text("state = 'running'")))
 
 
