@@ -35,6 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import case as sql_case
 from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import scoped_session
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..accounts.models import User
@@ -307,7 +308,7 @@ def _moves(since: datetime | None, now: datetime, escalate_after: timedelta) -> 
         found = (Clock.state == "running") & (moment <= now - lag)
         return found if since is None else found & (moment > since - lag)
 
-    # Overdue first in meaning: a clock that passed both moments since the last sweep is only overdue.
+    # A clock past both its moments since the last sweep is told it is overdue only.
     return [_Move("overdue", Clock.due_at, passed(Clock.due_at), ("clock:", ":overdue:"), "deadline_overdue"),
             _Move("due_soon", Clock.warn_at, passed(Clock.warn_at) & (Clock.due_at > now),
                   ("clock:", ":due_soon:"), "deadline_due_soon"),
@@ -334,9 +335,8 @@ def _claim(db: Session, now: datetime) -> Row | None:
     looked up to (None before the first). None when another sweep holds it (PostgreSQL, SKIP
     LOCKED; on SQLite the UPDATE takes the write lock, waiting for it). Held until this commits."""
     held = select(Sweep.name).where(Sweep.name == DEADLINES).with_for_update(skip_locked=True).scalar_subquery()
-    row = db.execute(update(Sweep).where(Sweep.name == held).values(swept_from=Sweep.swept_to, swept_to=now)
-                     .returning(Sweep.swept_from)).first()
-    return row
+    return db.execute(update(Sweep).where(Sweep.name == held).values(swept_from=Sweep.swept_to, swept_to=now)
+                      .returning(Sweep.swept_from)).first()
 
 
 # PostgreSQL notifies a large sweep in batches of this many clocks, one transaction each, shared
@@ -356,6 +356,8 @@ def sweep(db: Session, now: datetime | None = None, *, escalate_after: timedelta
     does again (it looks from the same mark; the notifications' keys skip what was sent).
     """
     now = now or utcnow()
+    if isinstance(db, scoped_session):
+        db = db()  # this context's session itself: the batches' threads find their edges on it
     claimed = _claim(db, now)
     if claimed is None:
         db.rollback()
