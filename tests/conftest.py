@@ -78,7 +78,8 @@ def app(database_url, tmp_path):
             for table in reversed(db.metadata.sorted_tables):
                 added = SEEDED.get(table.name)
                 conn.execute(text(f"DELETE FROM {table.name}" + (f" WHERE {added}" if added else "")))
-            conn.execute(text("UPDATE sweeps SET swept_from = NULL, swept_to = NULL"))  # as never swept
+            conn.execute(text("UPDATE sweeps SET swept_from = NULL, swept_to = NULL, escalated_from = NULL, "
+                              "escalated_to = NULL"))  # as never swept
         db.engine.dispose()
 
 

@@ -34,6 +34,8 @@ def upgrade():
         sa.Column('name', sa.String(length=20), nullable=False),
         sa.Column('swept_from', sa.DateTime(timezone=True), nullable=True),
         sa.Column('swept_to', sa.DateTime(timezone=True), nullable=True),
+        sa.Column('escalated_from', sa.DateTime(timezone=True), nullable=True),
+        sa.Column('escalated_to', sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint('name', name=op.f('pk_sweeps')))
     op.bulk_insert(sweeps, [{'name': 'deadlines'}])
     op.execute("UPDATE clocks SET state = 'running' WHERE state IN ('due_soon', 'overdue')")

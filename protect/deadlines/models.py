@@ -89,12 +89,16 @@ class Clock(RowId, Model):
 
 
 class Sweep(Model):
-    """How far a sweep has looked: the last one covered the moments in (swept_from, swept_to].
-    The next looks only past ``swept_to``, so an idle sweep reads nothing however many clocks are
-    overdue; the row's lock is what one sweep at a time holds (others skip it)."""
+    """How far a sweep has looked: the last one covered the moments in (swept_from, swept_to],
+    and for escalation the due times in (escalated_from, escalated_to] (the escalation delay
+    before its end, so a delay changed between sweeps neither skips nor repeats a clock). The
+    next looks only past them, so an idle sweep reads nothing however many clocks are overdue;
+    the row's lock is what one sweep at a time holds (others skip it)."""
 
     __tablename__ = "sweeps"
 
     name: Mapped[str] = mapped_column(String(20), primary_key=True)
     swept_from: Mapped[datetime | None] = mapped_column(UTCDateTime)
     swept_to: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    escalated_from: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    escalated_to: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -303,17 +303,18 @@ class _Move:
     assignee: bool = True
 
 
-def _moves(since: datetime | None, now: datetime, escalate_after: timedelta) -> list[_Move]:
-    def passed(moment, lag: timedelta = timedelta(0)):
-        found = (Clock.state == "running") & (moment <= now - lag)
-        return found if since is None else found & (moment > since - lag)
+def _moves(mark: Row, now: datetime, escalate_after: timedelta) -> list[_Move]:
+    def passed(moment, since: datetime | None, until: datetime):
+        found = (Clock.state == "running") & (moment <= until)
+        return found if since is None else found & (moment > since)
 
     # A clock past both its moments since the last sweep is told it is overdue only.
-    return [_Move("overdue", Clock.due_at, passed(Clock.due_at), ("clock:", ":overdue:"), "deadline_overdue"),
-            _Move("due_soon", Clock.warn_at, passed(Clock.warn_at) & (Clock.due_at > now),
+    return [_Move("overdue", Clock.due_at, passed(Clock.due_at, mark.swept_from, now), ("clock:", ":overdue:"),
+                  "deadline_overdue"),
+            _Move("due_soon", Clock.warn_at, passed(Clock.warn_at, mark.swept_from, now) & (Clock.due_at > now),
                   ("clock:", ":due_soon:"), "deadline_due_soon"),
-            _Move("escalated", Clock.due_at, passed(Clock.due_at, escalate_after), ("escalate:", ":"),
-                  "deadline_escalated", assignee=False)]
+            _Move("escalated", Clock.due_at, passed(Clock.due_at, mark.escalated_from, now - escalate_after),
+                  ("escalate:", ":"), "deadline_escalated", assignee=False)]
 
 
 def _notify(db: Session, move: _Move, now: datetime, within: Any = None) -> SweepResult:
@@ -330,13 +331,16 @@ def _notify(db: Session, move: _Move, now: datetime, within: Any = None) -> Swee
     return SweepResult(**{move.result: found, "notifications": added})
 
 
-def _claim(db: Session, now: datetime) -> Row | None:
-    """Take the sweep's mark, moving it to ``now``; its ``swept_from`` is the moment the last sweep
-    looked up to (None before the first). None when another sweep holds it (PostgreSQL, SKIP
-    LOCKED; on SQLite the UPDATE takes the write lock, waiting for it). Held until this commits."""
+def _claim(db: Session, now: datetime, escalate_after: timedelta) -> Row | None:
+    """Take the sweep's mark, moving it to ``now``; its ``swept_from`` and ``escalated_from`` are
+    where the last sweep looked up to (None before the first). None when another sweep holds it
+    (PostgreSQL, SKIP LOCKED; on SQLite the UPDATE takes the write lock, waiting for it). Held
+    until this sweep commits."""
     held = select(Sweep.name).where(Sweep.name == DEADLINES).with_for_update(skip_locked=True).scalar_subquery()
-    return db.execute(update(Sweep).where(Sweep.name == held).values(swept_from=Sweep.swept_to, swept_to=now)
-                      .returning(Sweep.swept_from)).first()
+    return db.execute(update(Sweep).where(Sweep.name == held)
+                      .values(swept_from=Sweep.swept_to, swept_to=now,
+                              escalated_from=Sweep.escalated_to, escalated_to=now - escalate_after)
+                      .returning(Sweep.swept_from, Sweep.escalated_from)).first()
 
 
 # PostgreSQL notifies a large sweep in batches of this many clocks, one transaction each, shared
@@ -358,11 +362,11 @@ def sweep(db: Session, now: datetime | None = None, *, escalate_after: timedelta
     now = now or utcnow()
     if isinstance(db, scoped_session):
         db = db()  # this context's session itself: the batches' threads find their edges on it
-    claimed = _claim(db, now)
-    if claimed is None:
+    mark = _claim(db, now, escalate_after)
+    if mark is None:
         db.rollback()
         return SweepResult()
-    moves = _moves(claimed.swept_from, now, escalate_after)
+    moves = _moves(mark, now, escalate_after)
     edges = [_edge(db, move) for move in moves] if db.get_bind().dialect.name == "postgresql" else []
     if any(edge is not None for edge in edges):
         result = _share(db, chain.from_iterable(_batches(db, move, edge) for move, edge in zip(moves, edges, strict=True)),

@@ -197,6 +197,20 @@ def test_due_soon_and_overdue_follow_the_time_and_a_sweep_writes_only_notices(ap
     assert deadlines.sweep(db.session).notifications == 0  # told once already
 
 
+def test_an_escalation_delay_shortened_between_sweeps_skips_no_clock(app, people):
+    """The escalation window starts where the last sweep's ended, whatever delay it used."""
+    case = submitted(people)
+    due = clocks(case)["triage"].due_at
+    first = deadlines.sweep(db.session, due + timedelta(minutes=30), escalate_after=timedelta(hours=1))
+    assert (first.overdue, first.escalated) == (1, 0)
+    shortened = deadlines.sweep(db.session, due + timedelta(minutes=31), escalate_after=timedelta(minutes=10))
+    assert shortened.escalated == 1
+    lengthened = deadlines.sweep(db.session, due + timedelta(hours=3), escalate_after=timedelta(hours=2))
+    assert lengthened == deadlines.SweepResult()
+    escalations = select(func.count()).select_from(Notification).where(Notification.kind == "deadline_escalated")
+    assert db.session.execute(escalations).scalar_one() == 2  # once, to each supervisor
+
+
 def test_the_overdue_count_is_kept_until_a_case_or_a_clock_changes(app, people, make_account):
     """The navigation bar's count: counted once while nothing changes; a sweep that makes a clock
     overdue, an assignment and a clock stopped each count it again."""
