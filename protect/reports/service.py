@@ -27,30 +27,43 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from flask import current_app
 from flask_babel import get_locale, gettext, ngettext
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import Integer, String, and_, cast, delete, func, literal, null, or_, select, text, union_all, update
+from sqlalchemy import (
+    String,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    literal_column,
+    null,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy import case as sql_case
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import FunctionElement
 
 from ..accounts.models import User
 from ..audit import service as audit
 from ..cases import codes
-from ..cases.models import Case, CaseEvent, Incident, Measure, MeasureType, OnlineThreat
+from ..cases.models import Case, CaseEvent, Measure, MeasureType, OnlineThreat
 from ..deadlines.calendar import TZ
-from ..deadlines.models import Clock, DeadlinePolicy
+from ..deadlines.models import Clock
 from ..deadlines.service import STAGES, current_policies
 from ..errors import DomainError, NotFound, PermissionDenied
 from ..extensions import Session, UTCDateTime, rowcount, utcnow
 from ..kept import Kept
+from . import facts
+from .facts import LATE_BINS, NOBODY, UNSTATED, first_aggressor
 from .models import PreparedReport
+from .sql import at, bucket, local_midnight, next_month, seconds_between
 from .suppression import Cell, Network, suppress
 
 MAX_MONTHS = 60
@@ -59,15 +72,10 @@ HOUR, DAY = 3600, 86400
 AGE_BANDS = {"week": (7, _l("Less than 1 week")), "weeks": (30, _l("1 to 4 weeks")),
              "months": (91, _l("1 to 3 months")), "half_year": (182, _l("3 to 6 months")),
              "older": (None, _l("More than 6 months"))}
-# How late a late stage was, as a multiple of its legal term: upper bounds.
-LATE_BINS = {"x2": (2, _l("Up to 2 times the term")), "x4": (4, _l("2 to 4 times")),
-             "x8": (8, _l("4 to 8 times")), "more": (None, _l("More than 8 times"))}
 OUTCOMES = {"extraordinary": _l("Admitted, extraordinary procedure"), "ordinary": _l("Admitted, ordinary procedure"),
             "not_admitted": _l("Not admitted"), "pending": _l("No decision yet")}
 MEASURE_STATES = {"implemented": _l("Implemented"), "pending": _l("Not implemented yet"),
                   "withdrawn": _l("Withdrawn before implementation")}
-UNSTATED = "unstated"
-NOBODY = "nobody"  # the assignee of a request nobody is assigned to (user ids are hex)
 GENDERS = {**codes.GENDERS, UNSTATED: _l("Not stated (or a collective)")}
 # Who asked: the requests received add up along each of these (one value per case).
 BREAKDOWNS = {"state": codes.STATES, "beneficiary": codes.BENEFICIARY_TYPES, "gender": GENDERS,
@@ -103,16 +111,8 @@ class Period:
         return local_midnight(next_month(self.last))
 
 
-def next_month(day: date) -> date:
-    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
-
-
 def previous_month(day: date) -> date:
     return date(day.year - (day.month == 1), (day.month - 2) % 12 + 1, 1)
-
-
-def local_midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=TZ).astimezone(UTC)
 
 
 def this_month() -> date:
@@ -212,71 +212,13 @@ def set_scope(db: Session, actor: User, user: User, *, states, beneficiaries) ->
 
 # -- SQL pieces --------------------------------------------------------------------------
 
-class seconds_between(FunctionElement):
-    """Whole seconds from ``earlier`` to ``later`` (two timestamps), on SQLite and PostgreSQL."""
-
-    type = Integer()
-    inherit_cache = True
-    name = "seconds_between"
-
-
-@compiles(seconds_between, "sqlite")
-def _seconds_sqlite(element, compiler, **kw):
-    later, earlier = (compiler.process(c, **kw) for c in element.clauses)
-    return f"CAST(ROUND((julianday({later}) - julianday({earlier})) * 86400.0) AS INTEGER)"
-
-
-@compiles(seconds_between, "postgresql")
-def _seconds_postgresql(element, compiler, **kw):
-    later, earlier = (compiler.process(c, **kw) for c in element.clauses)
-    return f"CAST(ROUND(EXTRACT(EPOCH FROM ({later} - {earlier}))) AS BIGINT)"
-
-
-class bytewise(FunctionElement):
-    """A text column compared byte by byte when grouping and sorting: PostgreSQL's language-aware
-    collation is several times slower, and codes need no language. (SQLite compares bytes already.)"""
-
-    type = String()
-    inherit_cache = True
-    name = "bytewise"
-
-
-@compiles(bytewise)
-def _bytewise(element, compiler, **kw):
-    return compiler.process(element.clauses, **kw)
-
-
-@compiles(bytewise, "postgresql")
-def _bytewise_postgresql(element, compiler, **kw):
-    return f'{compiler.process(element.clauses, **kw)} COLLATE "C"'
-
-
-def _key(column):
-    return bytewise(column) if isinstance(column.type, String) else column
-
-
-def _at(moment: datetime):
-    return literal(moment, UTCDateTime())
-
-
-def _bucket(column, ends: list[datetime]):
-    """How many of ``ends`` (ascending) are at or before ``column`` (0..len(ends); all of them for
-    NULL), by halving: a few comparisons a row, however many months."""
-    def within(lo: int, hi: int):
-        if lo == hi:
-            return literal(lo)
-        mid = (lo + hi) // 2
-        return sql_case((column < _at(ends[mid]), within(lo, mid)), else_=within(mid + 1, hi))
-    return within(0, len(ends))
-
-
 def _month_ends(period: Period) -> list[datetime]:
     return [local_midnight(next_month(m)) for m in period.months]
 
 
 def _month(column, period: Period):
     """The month of ``column`` as 0..n-1 (Mexico City months); the caller keeps it within the period."""
-    return _bucket(column, _month_ends(period)[:-1])
+    return bucket(column, _month_ends(period)[:-1])
 
 
 def _of_cases(query, case_id, filters: Filters):
@@ -299,23 +241,14 @@ def _case_conditions(filters: Filters) -> list:
     return conditions
 
 
-def _first_aggressor():
-    """The aggressor type of the case's first incident (one per case, so the breakdown partitions):
-    the earliest date, then the first code alphabetically: MIN over "date|code", an index lookup
-    with no sort per case."""
-    first = (select(func.min(cast(Incident.occurred_on, String) + "|" + Incident.aggressor))
-             .where(Incident.case_id == Case.id).correlate(Case).scalar_subquery())
-    return func.coalesce(func.substr(first, 12, type_=String), "unknown", type_=String)
-
-
 def _case_dims(*, aggressor: bool = True):
     return [Case.state_code.label("state"), Case.beneficiary_type.label("beneficiary"),
             func.coalesce(Case.gender, UNSTATED).label("gender")] + (
-        [_first_aggressor().label("aggressor")] if aggressor else [])
+        [first_aggressor().label("aggressor")] if aggressor else [])
 
 
 def _open_at(moment: datetime):
-    return and_(Clock.started_at < _at(moment), or_(Clock.stopped_at.is_(None), Clock.stopped_at >= _at(moment)))
+    return and_(Clock.started_at < at(moment), or_(Clock.stopped_at.is_(None), Clock.stopped_at >= at(moment)))
 
 
 # -- the families of figures: one row set each, aggregated in one statement (and listed by the drill-down)
@@ -342,13 +275,13 @@ def _done(ask: Ask):
             .join(Case, Case.id == Clock.case_id)
             # Stopped and not cancelled: met or late. (Said so, SQLite reads the clocks in one pass
             # instead of through the index on state, which would visit most of the table by lookups.)
-            .where(Clock.stopped_at >= _at(ask.period.start), Clock.stopped_at < _at(ask.as_of),
+            .where(Clock.stopped_at >= at(ask.period.start), Clock.stopped_at < at(ask.as_of),
                    Clock.state != "cancelled", *_case_conditions(ask.filters)))
 
 
 def _waiting(ask: Ask):
     """Stage clocks still open at the end of the period (started before it, not stopped by then)."""
-    age = seconds_between(_at(ask.as_of), Clock.started_at)
+    age = seconds_between(at(ask.as_of), Clock.started_at)
     band = sql_case(*[(age < limit * DAY, key) for key, (limit, _) in AGE_BANDS.items() if limit], else_="older")
     return (select(Clock.case_id, Clock.stage, age.label("age"), band.label("band"),
                    Case.assignee_id.label("assignee"))
@@ -362,8 +295,8 @@ def _requests(ask: Ask):
     # looked up per case through the (kind, at) index SQLite would pick without statistics.
     triaged = (select(CaseEvent.case_id, func.max(CaseEvent.data["procedure"].as_string()).label("procedure"),
                       func.max(CaseEvent.data["reason"].as_string()).label("reason"))
-               .where(CaseEvent.kind == "triaged", CaseEvent.at >= _at(ask.period.start),  # after the request
-                      CaseEvent.at < _at(ask.as_of))
+               .where(CaseEvent.kind == "triaged", CaseEvent.at >= at(ask.period.start),  # after the request
+                      CaseEvent.at < at(ask.as_of))
                .group_by(CaseEvent.case_id).subquery())
     outcome = func.coalesce(triaged.c.procedure, "pending")
     return (select(Case.id.label("case_id"), _month(Case.submitted_at, ask.period).label("month"),
@@ -372,26 +305,26 @@ def _requests(ask: Ask):
                             else_=null()).label("reason"),
                    func.coalesce(Case.assignee_id, NOBODY).label("assignee"), *_case_dims())
             .outerjoin(triaged, triaged.c.case_id == Case.id)
-            .where(Case.submitted_at >= _at(ask.period.start), Case.submitted_at < _at(ask.as_of),
+            .where(Case.submitted_at >= at(ask.period.start), Case.submitted_at < at(ask.as_of),
                    *_case_conditions(ask.filters)))
 
 
 def _measures(ask: Ask):
     """Measures decided in the period, and where they stood at its end."""
-    end = _at(ask.as_of)
+    end = at(ask.as_of)
     status = sql_case((Measure.implemented_at < end, "implemented"), (Measure.withdrawn_at < end, "withdrawn"),
                       else_="pending")
     spent = sql_case((Measure.implemented_at < end, seconds_between(Measure.implemented_at, Measure.decided_at)),
                      else_=null())
     return _of_cases(select(Measure.case_id, Measure.authority, Measure.kind, status.label("status"),
                             _month(Measure.decided_at, ask.period).label("month"), spent.label("spent"))
-                     .where(Measure.decided_at >= _at(ask.period.start), Measure.decided_at < end),
+                     .where(Measure.decided_at >= at(ask.period.start), Measure.decided_at < end),
                      Measure.case_id, ask.filters)
 
 
 def _threats(ask: Ask):
     """Online threats reported to their platform in the period, and the platform's answer by its end."""
-    end = _at(ask.as_of)
+    end = at(ask.as_of)
     answered = OnlineThreat.responded_at < end
     removed = OnlineThreat.removed_at < end
     return _of_cases(select(
@@ -401,26 +334,11 @@ def _threats(ask: Ask):
                  else_=null()).label("answer_time"),
         sql_case((removed, seconds_between(OnlineThreat.removed_at, OnlineThreat.reported_at)),
                  else_=null()).label("removal_time"))
-        .where(OnlineThreat.reported_at >= _at(ask.period.start), OnlineThreat.reported_at < end),
+        .where(OnlineThreat.reported_at >= at(ask.period.start), OnlineThreat.reported_at < end),
         OnlineThreat.case_id, ask.filters)
 
 FAMILIES = {"done": _done, "waiting": _waiting, "requests": _requests, "measures": _measures,
             "threats": _threats}
-
-
-def _open_at_month_ends(db: Session, ask: Ask) -> list[list]:
-    """Clocks open at the end of each month but the last (which ends with the period), as
-    (stage, month ends passed before it started, before it stopped, clocks): a clock is open at
-    month end m when started <= m < stopped, so one pass over the clocks gives every month."""
-    ends = [min(end, ask.as_of) for end in _month_ends(ask.period)][:-1]
-    if not ends:
-        return []
-    started, stopped = _bucket(Clock.started_at, ends).label("started"), _bucket(Clock.stopped_at, ends).label("stopped")
-    return [list(row) for row in db.execute(
-        select(Clock.stage, started, stopped, func.count()).join(Case, Case.id == Clock.case_id)
-        .where(Clock.started_at < _at(ends[-1]), or_(Clock.stopped_at.is_(None), Clock.stopped_at >= _at(ends[0])),
-               *_case_conditions(ask.filters))
-        .group_by(Clock.stage, started, stopped))]
 
 
 @dataclass(frozen=True)
@@ -438,122 +356,313 @@ class Agg:
 NONE = Agg()
 AGG_FIELDS = len(dataclasses.fields(Agg))
 
-# What a report is made of: per family of rows, the levels counted (rows and distinct cases,
-# the latter only where named: each costs a sort) and the levels ranked (order statistics).
-AGGREGATES: dict[str, tuple[Callable, dict, dict, bool | set[str]]] = {
-    "done": (_done, {"cases": ["stage"], "fine": ["stage", "month", "bin"]}, {
-        "stage": ("spent", ["stage"], None), "stage_month": ("spent", ["stage", "month"], None),
-        "journey": ("journey", [], lambda c: c.stage == "implementation"),
-        **{dim: ("spent", ["stage", dim], lambda c: c.stage.in_(BROKEN_DOWN)) for dim in TIMED_BREAKDOWNS}},
-        {"cases"}),
-    "waiting": (_waiting, {"all": [], "stage": ["stage"], "band": ["band"], "cell": ["stage", "band"],
-                           "assignee": ["assignee"]},
-                {"stage_age": ("age", ["stage"], None)}, {"all", "stage", "band", "assignee"}),
-    # One row per case: its rows are its cases, no distinct count needed.
-    "requests": (_requests, {"all": [], "month": ["month"], "outcome": ["outcome"], "cell": ["month", "outcome"],
-                             "reason": ["reason"], "assignee": ["assignee"], **{dim: [dim] for dim in BREAKDOWNS}},
-                 {}, False),
-    "measures": (_measures, {"all": [], "status": ["status"], "authority": ["authority"],
-                             "authority_status": ["authority", "status"], "kind": ["kind"],
-                             "kind_status": ["kind", "status"], "month": ["month"]},
-                 {"s_authority": ("spent", ["authority"], None), "s_kind": ("spent", ["kind"], None),
-                  "s_month": ("spent", ["month"], None), "s_all": ("spent", [], None)},
-                 {"all", "status", "authority", "kind"}),
-    "threats": (_threats, {"all": [], "platform": ["platform"], "answered": ["answered"],
-                           "cell": ["platform", "answered"], "month": ["month"]},
-                {"answer": ("answer_time", ["platform"], None), "answer_month": ("answer_time", ["month"], None),
-                 "answer_all": ("answer_time", [], None), "removal": ("removal_time", ["platform"], None),
-                 "removal_all": ("removal_time", [], None)}, True),
-}
-
-
 def read_figures(db: Session, ask: Ask) -> dict:
-    """Every aggregate the report of ``ask`` is made of, in a few statements, as JSON: per family
-    and level, rows of [*group keys, *Agg]; and the clocks open at the month ends."""
+    """Every aggregate the report of ``ask`` is made of, read from the report's copy of the data
+    (brought up to the data first), as JSON: per family and level, rows of [*group keys, *Agg];
+    and the clocks open at the month ends."""
+    facts.refresh(db)
     if db.get_bind().dialect.name == "postgresql":
-        # For this transaction only: the report's statements are large and run once, so JIT
-        # compiling them costs more than it saves (about a second at 100,000 cases), and the
-        # sorts of its percentiles fit in memory instead of spilling to disk.
+        # For this transaction only: JIT compiling these statements costs more than it saves.
         db.execute(text("SET LOCAL jit = off"))
-        db.execute(text("SET LOCAL work_mem = '64MB'"))
-    figures: dict = {
-        name: {level: [[*key, *dataclasses.astuple(agg)] for key, agg in found.items()]
-               for level, found in _aggregate(db, family(ask), counts, stats, distinct=distinct).items()}
-        for name, (family, counts, stats, distinct) in AGGREGATES.items()}
-    figures["open_at"] = _open_at_month_ends(db, ask)
+    reader = _Reader(db, ask)
+    found = {"done": reader.done(), "waiting": reader.waiting(), "requests": reader.requests(),
+             "measures": reader.measures(), "threats": reader.threats()}
+    reader.read_ranks()
+    figures: dict = {name: {level: [[*key, *dataclasses.astuple(agg)] for key, agg in groups.items()]
+                            for level, groups in levels.items()} for name, levels in found.items()}
+    figures["open_at"] = reader.open_at()
     return figures
 
 
 def _thaw(figures: dict) -> dict:
     """``read_figures``' JSON as the builder reads it: per family and level, group keys -> Agg."""
     out: dict = {name: {level: {tuple(row[:-AGG_FIELDS]): Agg(*row[-AGG_FIELDS:]) for row in rows}
-                        for level, rows in figures[name].items()} for name in AGGREGATES}
+                        for level, rows in levels.items()} for name, levels in figures.items() if name != "open_at"}
     out["open_at"] = [tuple(row) for row in figures["open_at"]]
     return out
 
 
-def _aggregate(db: Session, base, counts: dict[str, list[str]],
-               stats: dict[str, tuple[str, list[str], Callable | None]] | None = None, *,
-               distinct: bool | set[str] = True) -> dict[str, dict[tuple, Agg]]:
-    """``base`` grouped at several levels, in one statement over one materialised row set.
+# -- the figures, read from the facts ---------------------------------------------------------
 
-    ``counts``: level -> grouping columns; rows and distinct cases per group (distinct cases
-    only for the levels named in ``distinct``, or all or none: counting them costs a sort).
-    ``stats``: level -> (value column, grouping columns, condition or None): count, median,
-    90th percentile and maximum of the value per group, nearest rank: of n values in
-    ascending order, the p-th percentile is the value of rank ceil(p·n/100), written
-    (p·n + 99) div 100 so that SQLite and PostgreSQL compute the very same thing.
+@dataclass(frozen=True)
+class _Rank:
+    """An order statistic wanted: of the ``n`` values of ``value`` in ``table`` where ``where`` (with
+    ``params``) holds, along ``index``, the one of rank ``rank``; it goes to ``found[key].stat``."""
+
+    found: dict
+    key: tuple
+    stat: str
+    table: str
+    index: str
+    value: str
+    where: str
+    params: dict
+    rank: int
+    n: int
+    shown: str     # what is read of the row found (the value itself, or an age from it)
+
+
+class _Reader:
+    """The aggregates of ``ask`` from the report's copy of the data (facts.py), as ``read_figures``
+    keeps them: per family and level, group keys -> ``Agg``.
+
+    Counts are range reads grouped at the finest level that stays small (a few thousand groups at
+    most), added up here into the coarser levels. An order statistic of a group of n values is the
+    value of rank r = ceil(p·n/100) (nearest rank), found by one walk along the index that holds
+    the group's values in order: ``LIMIT 1 OFFSET r - 1``, from the top for the upper ranks, with
+    the n from the counts. Stops, requests, measures and platform reports happen before now, so
+    "within the period" is "within its months" (as of its end or now, whichever is earlier).
     """
-    if set(counts) & set(stats or {}):
-        raise ValueError("a level is either counted or ranked")
-    source = base.cte("report_rows").prefix_with("MATERIALIZED")
-    has_met = "met" in source.c
-    parts = []
 
-    def keys_of(columns):
-        out = [cast(c, String) for c in columns] + [cast(null(), String)] * (3 - len(columns))
-        return [c.label(f"k{i}") for i, c in enumerate(out)]
+    RANKS = {"median": 50, "p90": 90, "worst": 100}
 
-    nothing = [cast(null(), Integer).label(x) for x in ("median", "p90", "worst")]
-    for name, keys in counts.items():
-        met = func.sum(source.c.met) if has_met else cast(null(), Integer)
-        if distinct is True or (distinct and name in distinct):
-            # Grouped by case first, then counted: a hash aggregate on PostgreSQL where
-            # COUNT(DISTINCT) would sort.
-            per_case = (select(*[source.c[k] for k in keys], func.count().label("rows"), met.label("met"))
-                        .select_from(source).group_by(*[source.c[k] for k in keys], source.c.case_id).subquery())
-            groups = [per_case.c[k] for k in keys]
-            parts.append(select(literal(name).label("level"), *keys_of(groups),
-                                cast(func.sum(per_case.c.rows), Integer).label("n"),
-                                func.count().label("cases"), *nothing,
-                                cast(func.sum(per_case.c.met) if has_met else null(), Integer).label("met"))
-                         .select_from(per_case).group_by(*groups))
-        else:
-            groups = [source.c[k] for k in keys]
-            parts.append(select(literal(name).label("level"), *keys_of(groups), func.count().label("n"),
-                                cast(null(), Integer).label("cases"), *nothing, met.label("met"))
-                         .select_from(source).group_by(*groups))
-    for name, (value, keys, condition) in (stats or {}).items():
-        groups = [_key(source.c[k]).label(k) for k in keys]
-        v = source.c[value]
-        ranked = (select(*groups, v.label("v"), *([source.c.met] if has_met else []),
-                         func.row_number().over(partition_by=groups or None, order_by=v).label("rn"),
-                         func.count().over(partition_by=groups or None).label("n"))
-                  .where(v.is_not(None), *([condition(source.c)] if condition is not None else []))
-                  .subquery())
-        r = ranked.c
-        parts.append(select(literal(name).label("level"), *keys_of([r[k] for k in keys]), func.max(r.n).label("n"),
-                            cast(null(), Integer).label("cases"),
-                            func.min(sql_case((r.rn == (r.n * 50 + 99) // 100, r.v))).label("median"),
-                            func.min(sql_case((r.rn == (r.n * 90 + 99) // 100, r.v))).label("p90"),
-                            func.max(r.v).label("worst"),
-                            (func.sum(r.met) if has_met else cast(null(), Integer)).label("met"))
-                     .group_by(*[r[k] for k in keys]))
-    levels = {**counts, **{name: keys for name, (_, keys, _) in (stats or {}).items()}}
-    found: dict[str, dict] = {name: {} for name in levels}
-    for row in db.execute(union_all(*parts)):
-        found[row.level][tuple(row[1:1 + len(levels[row.level])])] = Agg(row.n or 0, row.cases, row.median, row.p90, row.worst, row.met)
-    return found
+    def __init__(self, db: Session, ask: Ask):
+        self.db, self.ask = db, ask
+        self.sqlite = db.get_bind().dialect.name == "sqlite"
+        self.first = facts.month_no(ask.period.first)
+        self.params: dict = {"first": self.first, "last": self.first + len(ask.period.months) - 1,
+                             "as_of": ask.as_of}
+        who = []
+        for column, chosen in (("state", ask.filters.states), ("beneficiary", ask.filters.beneficiaries),
+                               ("gender", ask.filters.gender and (ask.filters.gender,))):
+            if chosen:
+                names = [f"w_{column}_{i}" for i in range(len(chosen))]
+                self.params.update(zip(names, chosen, strict=True))
+                who.append(f" AND {column} IN ({', '.join(':' + n for n in names)})")
+        self.who = "".join(who)
+        self.wanted: list[_Rank] = []
+
+    def run(self, sql: str, params: dict | None = None):
+        params = {**self.params, **(params or {})}
+        statement = text(sql).bindparams(*[bindparam(k, type_=UTCDateTime()) for k, v in params.items()
+                                           if isinstance(v, datetime) and f":{k}" in sql])
+        return self.db.execute(statement, params).all()
+
+    def month(self, no: int) -> str:
+        return str(no - self.first)
+
+    def rank(self, found: dict, key: tuple, n: int, stats: tuple[str, ...], table: str, index: str,
+             column: str, where: str = "", *, shown: str | None = None, descending: bool = False, **params) -> None:
+        """Ask for order statistics of the ``n`` values of a group (``descending``: the values
+        rank in the reverse order of ``column``, as ages do of start times)."""
+        found[key] = dataclasses.replace(found.get(key, Agg(cases=None)), n=n)
+        for stat in stats if n else ():
+            rank = (self.RANKS[stat] * n + 99) // 100
+            self.wanted.append(_Rank(found, key, stat, table, index, column, where, params,
+                                     n + 1 - rank if descending else rank, n, shown or column))
+
+    def read_ranks(self) -> None:
+        """Every order statistic asked for: a few hundred index walks to a statement."""
+        wanted, self.wanted = self.wanted, []
+        for start in range(0, len(wanted), 400):   # (SQLite takes at most 500 selects in a compound)
+            parts, params = [], {}
+            for i, w in enumerate(wanted[start:start + 400]):
+                where = w.where
+                for name, v in w.params.items():
+                    where = where.replace(f":{name}", f":r{i}_{name}")
+                    params[f"r{i}_{name}"] = v
+                hint = f" INDEXED BY {w.index}" if self.sqlite else ""
+                # The upper ranks are found from the top: the shorter walk.
+                order, offset = ("DESC", w.n - w.rank) if 2 * w.rank > w.n else ("ASC", w.rank - 1)
+                parts.append(f"SELECT {i} AS i, (SELECT {w.shown} FROM {w.table}{hint} WHERE {w.value} IS NOT NULL"
+                             f"{where}{self.who} ORDER BY {w.value} {order} LIMIT 1 OFFSET {offset}) AS v")
+            for i, v in self.run(" UNION ALL ".join(parts), params):
+                w = wanted[start + i]
+                w.found[w.key] = dataclasses.replace(w.found[w.key], **{w.stat: v})
+
+    # -- the families ---------------------------------------------------------------------
+    def done(self) -> dict:
+        """Stage clocks stopped (met or late) within the period."""
+        out: dict = {level: {} for level in ("cases", "fine", "stage", "stage_month", "journey", *TIMED_BREAKDOWNS)}
+        in_period = " AND stop_month BETWEEN :first AND :last"
+        for stage, month, bin_, n, firsts in self.run(
+                "SELECT stage, stop_month, bin, COUNT(*), SUM(CASE WHEN prev_month IS NULL OR prev_month < :first "
+                "THEN 1 ELSE 0 END) FROM report_clocks WHERE stop_month BETWEEN :first AND :last AND bin IS NOT NULL"
+                f"{self.who} GROUP BY stage, stop_month, bin"):
+            met = n if bin_ == "on_time" else 0
+            out["fine"][(stage, self.month(month), bin_)] = Agg(n, None, met=met)
+            for level, key, cases in (("cases", (stage,), firsts), ("stage", (stage,), None),
+                                      ("stage_month", (stage, self.month(month)), None)):
+                was = out[level].get(key, Agg(0, None if cases is None else 0, met=0))
+                out[level][key] = Agg(was.n + n, None if cases is None else (was.cases or 0) + cases,
+                                      met=(was.met or 0) + met)
+        for (stage,), agg in out["stage"].items():
+            self.rank(out["stage"], (stage,), agg.n, ("median", "p90", "worst"), "report_clocks",
+                      "ix_report_clocks_spent", "spent", " AND stage = :stage" + in_period, stage=stage)
+            if stage == "implementation":
+                out["journey"][()] = Agg(agg.n, None, met=agg.met)
+                self.rank(out["journey"], (), agg.n, ("median", "p90", "worst"), "report_clocks",
+                          "ix_report_clocks_journey", "journey", " AND stage = :stage" + in_period, stage=stage)
+        for (stage, month), agg in out["stage_month"].items():
+            self.rank(out["stage_month"], (stage, month), agg.n, ("median",), "report_clocks",
+                      "ix_report_clocks_month_spent", "spent", " AND stage = :stage AND stop_month = :month",
+                      stage=stage, month=int(month) + self.first)
+        stages = ", ".join(f"'{s}'" for s in BROKEN_DOWN)
+        by: dict[str, dict] = {dim: {} for dim in TIMED_BREAKDOWNS}
+        hint = " INDEXED BY ix_report_clocks_done" if self.sqlite else ""
+        for stage, *values, n, met in self.run(
+                f"SELECT stage, {', '.join(TIMED_BREAKDOWNS)}, COUNT(*), SUM(CASE WHEN bin = 'on_time' THEN 1 ELSE 0 END) "
+                f"FROM report_clocks{hint} WHERE stop_month BETWEEN :first AND :last AND bin IS NOT NULL "
+                f"AND stage IN ({stages}){self.who} GROUP BY stage, {', '.join(TIMED_BREAKDOWNS)}"):
+            for dim, value in zip(TIMED_BREAKDOWNS, values, strict=True):
+                was = by[dim].get((stage, value), (0, 0))
+                by[dim][(stage, value)] = (was[0] + n, was[1] + met)
+        for dim, groups in by.items():
+            for (stage, value), (n, met) in groups.items():
+                out[dim][(stage, value)] = Agg(n, None, met=met)
+                self.rank(out[dim], (stage, value), n, ("median",), "report_clocks", f"ix_report_clocks_{dim}_spent",
+                          "spent", f" AND stage = :stage AND {dim} = :value" + in_period, stage=stage, value=value)
+        return out
+
+    def requests(self) -> dict:
+        """Requests received in the period, with their triage decision as of its end."""
+        out: dict = {level: {} for level in ("all", "month", "outcome", "cell", "reason", "assignee", *BREAKDOWNS)}
+        outcome = "CASE WHEN triaged_at < :as_of THEN COALESCE(outcome, 'pending') ELSE 'pending' END"
+        reason = "CASE WHEN triaged_at < :as_of AND outcome = 'not_admitted' THEN reason END"
+        where = f"FROM report_requests WHERE month BETWEEN :first AND :last{self.who}"
+        for month, result, why, n in self.run(f"SELECT month, {outcome}, {reason}, COUNT(*) {where} GROUP BY 1, 2, 3"):
+            for level, key in (("all", ()), ("month", (self.month(month),)), ("outcome", (result,)),
+                               ("cell", (self.month(month), result)), ("reason", (why,))):
+                _add(out[level], key, n)
+        for assignee, n in self.run(f"SELECT assignee, COUNT(*) {where} GROUP BY assignee"):
+            _add(out["assignee"], (assignee,), n)
+        for *values, n in self.run(f"SELECT {', '.join(BREAKDOWNS)}, COUNT(*) {where} GROUP BY {', '.join(BREAKDOWNS)}"):
+            for dim, value in zip(BREAKDOWNS, values, strict=True):
+                _add(out[dim], (value,), n)
+        return {level: {key: Agg(n, None) for key, n in groups.items()} for level, groups in out.items()}
+
+    def measures(self) -> dict:
+        """Measures decided in the period, and where they stood at its end."""
+        status = ("CASE WHEN implemented_at < :as_of THEN 'implemented' WHEN withdrawn_at < :as_of THEN 'withdrawn' "
+                  "ELSE 'pending' END")
+        where = f"FROM report_measures WHERE month BETWEEN :first AND :last{self.who}"
+        counts: dict = {level: {} for level in ("all", "status", "authority", "authority_status", "kind",
+                                                 "kind_status", "month", "s_authority", "s_kind", "s_month", "s_all")}
+        for month, authority, kind, st, n in self.run(
+                f"SELECT month, authority, kind, {status}, COUNT(*) {where} GROUP BY month, authority, kind, 4"):
+            month = self.month(month)
+            for level, key in (("all", ()), ("status", (st,)), ("authority", (authority,)),
+                               ("authority_status", (authority, st)), ("kind", (kind,)), ("kind_status", (kind, st)),
+                               ("month", (month,))):
+                _add(counts[level], key, n)
+            if st == "implemented":
+                for level, key in (("s_authority", (authority,)), ("s_kind", (kind,)), ("s_month", (month,)),
+                                   ("s_all", ())):
+                    _add(counts[level], key, n)
+        out = {level: {key: Agg(n, None) for key, n in groups.items()} for level, groups in counts.items()}
+        self.distinct_cases(out, "report_measures", "ix_report_measures_case", "month BETWEEN :first AND :last",
+                            {"status": status, "authority": "authority", "kind": "kind"})
+        implemented = " AND month BETWEEN :first AND :last AND implemented_at < :as_of"
+        for level, column, stats in (("s_authority", "authority", ("median", "p90", "worst")),
+                                     ("s_kind", "kind", ("median", "p90", "worst")), ("s_month", "month", ("median",)),
+                                     ("s_all", None, ("median", "p90", "worst"))):
+            for key, agg in list(out[level].items()):
+                if column is None:
+                    self.rank(out[level], key, agg.n, stats, "report_measures", "ix_report_measures_spent", "spent",
+                              implemented)
+                else:
+                    value = int(key[0]) + self.first if column == "month" else key[0]
+                    self.rank(out[level], key, agg.n, stats, "report_measures", f"ix_report_measures_{column}_spent",
+                              "spent", f" AND {column} = :value" + implemented, value=value)
+        return out
+
+    def distinct_cases(self, out: dict, table: str, index: str, where: str, levels: dict[str, str]) -> None:
+        """The distinct cases of ``out["all"]`` and of every group of ``levels`` (level -> the SQL
+        of its key): each case's rows grouped along ``index`` (by case), flagged per group."""
+        flags: dict[tuple, str] = {("all", ()): "1"}
+        params = {}
+        for level, expression in levels.items():
+            for i, (value,) in enumerate(out[level]):
+                params[f"f_{level}_{i}"] = value
+                test = "IS NULL" if value is None else f"= :f_{level}_{i}"
+                flags[(level, (value,))] = f"CASE WHEN {expression} {test} THEN 1 ELSE 0 END"
+        hint = f" INDEXED BY {index}" if self.sqlite else ""
+        per_case = ", ".join(f"MAX({flag}) AS c{i}" for i, flag in enumerate(flags.values()))
+        found = self.run(f"SELECT {', '.join(f'SUM(c{i})' for i in range(len(flags)))} FROM (SELECT case_id, "
+                         f"{per_case} FROM {table}{hint} WHERE {where}{self.who} GROUP BY case_id) per_case", params)[0]
+        for (level, key), cases in zip(flags, found, strict=True):
+            if key in out[level]:
+                out[level][key] = dataclasses.replace(out[level][key], cases=cases or 0)
+
+    def waiting(self) -> dict:
+        """Stage clocks still open at the end of the period (started before it, not stopped by then)."""
+        age = str(seconds_between(literal_column(":as_of"), literal_column("started_at"))
+                  .compile(dialect=self.db.get_bind().dialect))
+        # (A band by its start: started after as_of minus the band's bound.)
+        band = "CASE " + " ".join(f"WHEN started_at > :band_{key} THEN '{key}'" for key, (limit, _) in AGE_BANDS.items()
+                                  if limit) + " ELSE 'older' END"
+        self.params.update({f"band_{key}": self.ask.as_of - timedelta(days=limit)
+                            for key, (limit, _) in AGE_BANDS.items() if limit})
+        open_ = "open_until >= :as_of AND started_at < :as_of"
+        counts: dict = {level: {} for level in ("all", "stage", "band", "cell", "assignee")}
+        hint = " INDEXED BY ix_report_clocks_open" if self.sqlite else ""
+        for stage, in_band, assignee, n in self.run(
+                f"SELECT stage, {band}, assignee, COUNT(*) FROM report_clocks{hint} WHERE {open_}{self.who} "
+                "GROUP BY 1, 2, 3"):
+            for level, key in (("all", ()), ("stage", (stage,)), ("band", (in_band,)), ("cell", (stage, in_band)),
+                               ("assignee", (assignee,))):
+                _add(counts[level], key, n)
+        out = {level: {key: Agg(n, None) for key, n in groups.items()} for level, groups in counts.items()}
+        self.distinct_cases(out, "report_clocks", "ix_report_clocks_open", open_,
+                            {"stage": "stage", "band": band, "assignee": "assignee"})
+        out["stage_age"] = {}
+        for (stage,), agg in out["stage"].items():
+            self.rank(out["stage_age"], (stage,), agg.n, ("median", "worst"), "report_clocks", "ix_report_clocks_age",
+                      "started_at", " AND stage = :stage AND " + open_, shown=age, descending=True, stage=stage)
+        return out
+
+    def threats(self) -> dict:
+        """Online threats reported to their platform in the period, and the platform's answer by its end."""
+        where = "month BETWEEN :first AND :last"
+        counts: dict = {level: {} for level in ("all", "platform", "answered", "cell", "month")}
+        for platform, month, answered, n in self.run(
+                "SELECT platform, month, CASE WHEN responded_at < :as_of THEN 1 ELSE 0 END, COUNT(*) "
+                f"FROM report_threats WHERE {where}{self.who} GROUP BY 1, 2, 3"):
+            for level, key in (("all", ()), ("platform", (platform,)), ("answered", (str(answered),)),
+                               ("cell", (platform, str(answered))), ("month", (self.month(month),))):
+                _add(counts[level], key, n)
+        out = {level: {key: Agg(n, None) for key, n in groups.items()} for level, groups in counts.items()}
+        self.distinct_cases(out, "report_threats", "ix_report_threats_case", where,
+                            {"platform": "platform", "answered": "CASE WHEN responded_at < :as_of THEN '1' ELSE '0' END",
+                             "month": f"CAST(month - {self.first} AS VARCHAR(4))"})
+        answered = {(k[0],): agg.n for k, agg in out["cell"].items() if k[1] == "1"}
+        for level, time, at_, by, groups, stats in (
+                ("answer", "answer_time", "responded_at", "platform", answered, ("median", "p90")),
+                ("answer_month", "answer_time", "responded_at", "month", None, ("median",)),
+                ("answer_all", "answer_time", "responded_at", None, None, ("median", "p90")),
+                ("removal", "removal_time", "removed_at", "platform", None, ("median",)),
+                ("removal_all", "removal_time", "removed_at", None, None, ("median",))):
+            out[level] = {}
+            for key, n in (groups if groups is not None else self.count_answered(time, at_, by)).items():
+                value = int(key[0]) + self.first if by == "month" else key[0] if by else None
+                self.rank(out[level], key, n, stats, "report_threats",
+                          f"ix_report_threats_{by}_{time}" if by else f"ix_report_threats_{time}", time,
+                          (f" AND {by} = :value" if by else "") + f" AND {where} AND {at_} < :as_of", value=value)
+        return out
+
+    def count_answered(self, time: str, at_: str, by: str | None) -> dict:
+        found = self.run(f"SELECT {by or 0}, COUNT(*) FROM report_threats WHERE month BETWEEN :first AND :last "
+                         f"AND {at_} < :as_of{self.who} GROUP BY 1")
+        return {((self.month(k) if by == "month" else k),) if by else (): n for k, n in found if n}
+
+    def open_at(self) -> list[list]:
+        """Clocks open at the end of each month but the last (which ends with the period), as
+        (stage, month ends passed before it started, before it stopped, clocks): a clock is open
+        at month end m when started <= m < stopped, so one grouped read gives every month."""
+        ends = len(self.ask.period.months) - 1
+        found: dict[tuple, int] = {}
+        for stage, start, stop, n in self.run(
+                "SELECT stage, start_month, stop_month, COUNT(*) FROM report_clocks WHERE start_month < :ends "
+                f"AND (stop_month IS NULL OR stop_month > :first){self.who} GROUP BY stage, start_month, stop_month",
+                {"ends": self.first + ends}) if ends else ():
+            key = (stage, min(max(start - self.first, 0), ends),
+                   ends if stop is None else min(max(stop - self.first, 0), ends))
+            found[key] = found.get(key, 0) + n
+        return [[*key, n] for key, n in found.items()]
+
+
+def _add(counts: dict, key: tuple, n: int) -> None:
+    counts[key] = counts.get(key, 0) + n
 
 
 # -- the report ----------------------------------------------------------------------------
@@ -1048,11 +1157,9 @@ def _as_of(period: Period, now: datetime) -> datetime:
 
 
 def _data_state(db: Session) -> list:
-    """What the figures are made of, in one cheap statement: every change a report can see writes
-    a case event or a clock (or a policy version)."""
-    return list(db.execute(select(select(func.max(CaseEvent.id)).scalar_subquery(),
-                                  select(func.count()).select_from(Clock).scalar_subquery(),
-                                  select(func.max(DeadlinePolicy.id)).scalar_subquery())).one())
+    """What the figures are made of: every change a report can see writes a case event or a clock
+    (or a policy version)."""
+    return list(facts.data_state(db))
 
 
 def _current(kept, state: list, now: datetime) -> bool:

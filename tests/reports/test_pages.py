@@ -207,6 +207,7 @@ def test_the_report_takes_a_fixed_number_of_queries(app, client, frozen, make_ac
     """No query per case, month or figure: the same statements for 6 cases as for 36."""
     supervisor = make_account("supervisor")
     login(client, supervisor)
+    assert client.get("/reports/report.json?start=2025-03&end=2026-03").status_code == 200  # the facts made
     counts = []
     for _ in range(2):
         cw = make_account("caseworker")
@@ -226,7 +227,8 @@ def test_the_report_takes_a_fixed_number_of_queries(app, client, frozen, make_ac
             with app.app_context():
                 event.remove(db.engine, "before_cursor_execute", listener)
         counts.append(len(statements))
-    assert counts[0] == counts[1] and counts[0] <= 25, counts
+    # (Each look brings the facts up to the new cases: a delete and an insert per kind of fact.)
+    assert counts[0] == counts[1] and counts[0] <= 45, counts
 
 
 def test_admin_sets_a_donors_scope(app, client, make_account):
@@ -298,12 +300,16 @@ def test_every_figure_of_the_supervisors_page_lists_its_cases(client, seeded):
             assert found == int(figure), href
 
 
+READS_FACTS = re.compile(r"^\s*SELECT\b.*\bFROM report_(clocks|requests|measures|threats)\b", re.S)
+
+
 def aggregate_statements(app) -> list[str]:
-    """The statements that read a report's aggregates, as they run (until the app is done)."""
+    """The statements that read a report's aggregates from the facts, as they run (until the app
+    is done)."""
     made: list[str] = []
     with app.app_context():
         event.listen(db.engine, "before_cursor_execute",
-                     lambda conn, cursor, sql, *args: made.append(sql) if "report_rows" in sql else None)
+                     lambda conn, cursor, sql, *args: made.append(sql) if READS_FACTS.match(sql) else None)
     return made
 
 
