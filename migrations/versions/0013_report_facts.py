@@ -64,7 +64,8 @@ def upgrade():
         sa.Column('assignee', sa.String(length=32), nullable=True),
         sa.PrimaryKeyConstraint('clock_id', name=op.f('pk_report_clocks')))
     op.create_index('ix_report_clocks_case', 'report_clocks', ['case_id'])
-    op.create_index('ix_report_clocks_done', 'report_clocks', ['stop_month', 'stage', 'bin', 'prev_month', *WHO])
+    op.create_index('ix_report_clocks_done', 'report_clocks', ['stage', 'stop_month', 'bin', 'prev_month', *WHO])
+    op.create_index('ix_report_clocks_who', 'report_clocks', ['stage', 'stop_month', *WHO, 'bin'])
     op.create_index('ix_report_clocks_spent', 'report_clocks', ['stage', 'spent', 'stop_month', *WHO])
     op.create_index('ix_report_clocks_month_spent', 'report_clocks', ['stage', 'stop_month', 'spent', *WHO])
     op.create_index('ix_report_clocks_journey', 'report_clocks', ['stage', 'journey', 'stop_month', *WHO])
@@ -72,7 +73,6 @@ def upgrade():
         op.create_index(f'ix_report_clocks_{dim}_spent', 'report_clocks', ['stage', dim, 'spent', 'stop_month', *[d for d in WHO if d != dim]])
     op.create_index('ix_report_clocks_open', 'report_clocks',
                     ['open_until', 'started_at', 'stage', 'case_id', 'assignee', *WHO])
-    op.create_index('ix_report_clocks_age', 'report_clocks', ['stage', 'started_at', 'open_until', *WHO])
     op.create_index('ix_report_clocks_months', 'report_clocks', ['stage', 'start_month', 'stop_month', *WHO])
     op.create_table(
         'report_requests',
@@ -88,8 +88,10 @@ def upgrade():
         sa.ForeignKeyConstraint(['case_id'], ['cases.id'], name=op.f('fk_report_requests_case_id_cases'),
                                 ondelete='CASCADE'),
         sa.PrimaryKeyConstraint('case_id', name=op.f('pk_report_requests')))
-    op.create_index('ix_report_requests_month', 'report_requests',
-                    ['month', 'submitted_at', 'triaged_at', 'outcome', 'reason', *WHO, 'aggressor', 'assignee'])
+    op.create_index('ix_report_requests_month', 'report_requests', ['month', 'outcome', 'reason', 'triaged_at', *WHO])
+    op.create_index('ix_report_requests_assignee', 'report_requests', ['month', 'assignee', *WHO])
+    for dim in (*WHO, 'aggressor'):
+        op.create_index(f'ix_report_requests_{dim}', 'report_requests', ['month', *dict.fromkeys([dim, *WHO])])
     op.create_table(
         'report_measures',
         sa.Column('measure_id', sa.String(length=32), nullable=False),
@@ -102,11 +104,15 @@ def upgrade():
         sa.Column('withdrawn_at', sa.DateTime(timezone=True), nullable=True),
         sa.Column('spent', sa.Integer(), nullable=True),
         *_who(),
+        sa.Column('prev_month', sa.Integer(), nullable=True),
+        sa.Column('prev_authority_month', sa.Integer(), nullable=True),
+        sa.Column('prev_kind_month', sa.Integer(), nullable=True),
         sa.PrimaryKeyConstraint('measure_id', name=op.f('pk_report_measures')))
     op.create_index('ix_report_measures_case', 'report_measures',
-                    ['case_id', 'month', 'decided_at', 'implemented_at', 'withdrawn_at', 'authority', 'kind', *WHO])
+                    ['case_id', 'month', 'implemented_at', 'withdrawn_at', *WHO])
     op.create_index('ix_report_measures_month', 'report_measures',
-                    ['month', 'authority', 'kind', 'implemented_at', 'withdrawn_at', *WHO])
+                    ['month', 'authority', 'kind', 'implemented_at', 'withdrawn_at', 'prev_month', 'prev_authority_month',
+                     'prev_kind_month', *WHO])
     for by in ('authority', 'kind', 'month', None):
         op.create_index(f'ix_report_measures_{by}_spent' if by else 'ix_report_measures_spent', 'report_measures',
                         list(dict.fromkeys([*([by] if by else []), 'spent', 'month', 'decided_at', 'implemented_at', *WHO])))
@@ -122,10 +128,13 @@ def upgrade():
         sa.Column('answer_time', sa.Integer(), nullable=True),
         sa.Column('removal_time', sa.Integer(), nullable=True),
         *_who(),
+        sa.Column('prev_month', sa.Integer(), nullable=True),
+        sa.Column('prev_platform_month', sa.Integer(), nullable=True),
         sa.PrimaryKeyConstraint('threat_id', name=op.f('pk_report_threats')))
     op.create_index('ix_report_threats_case', 'report_threats',
                     ['case_id', 'month', 'platform', 'responded_at', *WHO])
-    op.create_index('ix_report_threats_month', 'report_threats', ['month', 'platform', 'responded_at', *WHO])
+    op.create_index('ix_report_threats_month', 'report_threats',
+                    ['month', 'platform', 'responded_at', 'prev_month', 'prev_platform_month', *WHO])
     for time, at in (('answer_time', 'responded_at'), ('removal_time', 'removed_at')):
         for by in ('platform', 'month', None):
             op.create_index(f'ix_report_threats_{by}_{time}' if by else f'ix_report_threats_{time}', 'report_threats',

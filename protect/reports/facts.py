@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import String, and_, cast, delete, func, insert, literal, null, select, update
+from sqlalchemy import String, and_, cast, delete, func, insert, literal, null, select, text, update
 from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 
@@ -112,25 +112,41 @@ def _requests(months, cases):
                                 *WHO, "aggressor"]
 
 
+def _previous(query, at_, groups: dict[str, list[str]]):
+    """``query``'s columns, and for each of ``groups`` (a name -> the columns that group by, within
+    the case) the month of the case's previous row of the same group: a row is its case's first
+    of the group in a span of months that starts after that month (distinct cases by one count)."""
+    rows = query.subquery()
+    previous = [func.lag(rows.c.month).over(partition_by=[rows.c.case_id, *[rows.c[c] for c in columns]],
+                                            order_by=[rows.c[at_], rows.c.id]).label(name)
+                for name, columns in groups.items()]
+    return select(*[c for c in rows.c if c.name != "id"], *previous)
+
+
 def _measures(months, cases):
-    query = (select(Measure.id, Measure.case_id, Measure.authority, Measure.kind, Measure.decided_at,
-                    _month_of(Measure.decided_at, *months), Measure.implemented_at, Measure.withdrawn_at,
+    query = (select(Measure.id, Measure.id.label("measure_id"), Measure.case_id, Measure.authority, Measure.kind,
+                    Measure.decided_at, _month_of(Measure.decided_at, *months).label("month"),
+                    Measure.implemented_at, Measure.withdrawn_at,
                     sql_case((Measure.implemented_at.is_not(None),
-                              seconds_between(Measure.implemented_at, Measure.decided_at))), *_who())
+                              seconds_between(Measure.implemented_at, Measure.decided_at))).label("spent"), *_who())
              .join(Case, Case.id == Measure.case_id).where(*_of(cases)))
-    return MeasureFact, query, ["measure_id", "case_id", "authority", "kind", "decided_at", "month",
-                                "implemented_at", "withdrawn_at", "spent", *WHO]
+    return MeasureFact, _previous(query, "decided_at", {"prev_month": [], "prev_authority_month": ["authority"],
+                                                        "prev_kind_month": ["kind"]}), \
+        ["measure_id", "case_id", "authority", "kind", "decided_at", "month", "implemented_at", "withdrawn_at", "spent",
+         *WHO, "prev_month", "prev_authority_month", "prev_kind_month"]
 
 
 def _threats(months, cases):
-    query = (select(OnlineThreat.id, OnlineThreat.case_id, OnlineThreat.platform, OnlineThreat.reported_at,
-                    _month_of(OnlineThreat.reported_at, *months), OnlineThreat.responded_at,
-                    OnlineThreat.removed_at, seconds_between(OnlineThreat.responded_at, OnlineThreat.reported_at),
-                    seconds_between(OnlineThreat.removed_at, OnlineThreat.reported_at), *_who())
+    query = (select(OnlineThreat.id, OnlineThreat.id.label("threat_id"), OnlineThreat.case_id, OnlineThreat.platform,
+                    OnlineThreat.reported_at, _month_of(OnlineThreat.reported_at, *months).label("month"),
+                    OnlineThreat.responded_at, OnlineThreat.removed_at,
+                    seconds_between(OnlineThreat.responded_at, OnlineThreat.reported_at).label("answer_time"),
+                    seconds_between(OnlineThreat.removed_at, OnlineThreat.reported_at).label("removal_time"), *_who())
              .join(Case, Case.id == OnlineThreat.case_id)
              .where(*_of(cases), OnlineThreat.reported_at.is_not(None)))
-    return ThreatFact, query, ["threat_id", "case_id", "platform", "reported_at", "month", "responded_at",
-                               "removed_at", "answer_time", "removal_time", *WHO]
+    return ThreatFact, _previous(query, "reported_at", {"prev_month": [], "prev_platform_month": ["platform"]}), \
+        ["threat_id", "case_id", "platform", "reported_at", "month", "responded_at", "removed_at", "answer_time",
+         "removal_time", *WHO, "prev_month", "prev_platform_month"]
 
 
 KINDS = (_clocks, _requests, _measures, _threats)
@@ -187,6 +203,11 @@ def refresh(db: Session) -> str:
             db.execute(delete(model).where(model.case_id.in_(changed)))
             db.execute(insert(model).from_select(columns, query))
     db.commit()
+    if changed is None and db.get_bind().dialect.name == "postgresql":
+        # Fresh statistics for the planner, and pages marked all-visible for index-only scans
+        # (else every index entry the report walks is checked against its table row).
+        with db.get_bind().engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("VACUUM ANALYZE report_clocks, report_requests, report_measures, report_threats"))
     return "all" if changed is None else "cases"
 
 

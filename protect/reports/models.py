@@ -85,14 +85,14 @@ class ClockFact(_Who, Model):
 
     __table_args__ = (
         Index("ix_report_clocks_case", "case_id"),
-        Index("ix_report_clocks_done", "stop_month", "stage", "bin", "prev_month", *_DIMS),  # met: bin on_time
+        Index("ix_report_clocks_done", "stage", "stop_month", "bin", "prev_month", *_DIMS),  # met: bin on_time
+        Index("ix_report_clocks_who", "stage", "stop_month", *_DIMS, "bin"),
         Index("ix_report_clocks_spent", "stage", "spent", "stop_month", *_DIMS),
         Index("ix_report_clocks_month_spent", "stage", "stop_month", "spent", *_DIMS),
         Index("ix_report_clocks_journey", "stage", "journey", "stop_month", *_DIMS),
         *[Index(f"ix_report_clocks_{dim}_spent", "stage", dim, "spent", "stop_month",
                 *[d for d in _DIMS if d != dim]) for dim in _DIMS],
         Index("ix_report_clocks_open", "open_until", "started_at", "stage", "case_id", "assignee", *_DIMS),
-        Index("ix_report_clocks_age", "stage", "started_at", "open_until", *_DIMS),
         Index("ix_report_clocks_months", "stage", "start_month", "stop_month", *_DIMS))
 
 
@@ -111,8 +111,11 @@ class RequestFact(_Who, Model):
     assignee: Mapped[str] = mapped_column(String(32))
     aggressor: Mapped[str] = mapped_column(String(24))
 
-    __table_args__ = (Index("ix_report_requests_month", "month", "submitted_at", "triaged_at", "outcome", "reason",
-                            *_DIMS, "aggressor", "assignee"),)
+    # Each in the order of a grouping of the report, by month first.
+    __table_args__ = (Index("ix_report_requests_month", "month", "outcome", "reason", "triaged_at", *_DIMS),
+                      Index("ix_report_requests_assignee", "month", "assignee", *_DIMS),
+                      *[Index(f"ix_report_requests_{dim}", "month", *dict.fromkeys([dim, *_DIMS]))
+                        for dim in (*_DIMS, "aggressor")])
 
 
 class MeasureFact(_Who, Model):
@@ -129,11 +132,15 @@ class MeasureFact(_Who, Model):
     implemented_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     spent: Mapped[int | None] = mapped_column(Integer)
+    # The month of the same case's previous measure: any, of the same authority, of the same kind.
+    prev_month: Mapped[int | None] = mapped_column(Integer)
+    prev_authority_month: Mapped[int | None] = mapped_column(Integer)
+    prev_kind_month: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
-        Index("ix_report_measures_case", "case_id", "month", "decided_at", "implemented_at", "withdrawn_at",
-              "authority", "kind", *_DIMS),
-        Index("ix_report_measures_month", "month", "authority", "kind", "implemented_at", "withdrawn_at", *_DIMS),
+        Index("ix_report_measures_case", "case_id", "month", "implemented_at", "withdrawn_at", *_DIMS),
+        Index("ix_report_measures_month", "month", "authority", "kind", "implemented_at", "withdrawn_at", "prev_month",
+              "prev_authority_month", "prev_kind_month", *_DIMS),
         *[Index(f"ix_report_measures_{by}_spent" if by else "ix_report_measures_spent",
                 *dict.fromkeys([*([by] if by else []), "spent", "month", "decided_at", "implemented_at", *_DIMS]))
           for by in ("authority", "kind", "month", None)])
@@ -153,10 +160,14 @@ class ThreatFact(_Who, Model):
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     answer_time: Mapped[int | None] = mapped_column(Integer)
     removal_time: Mapped[int | None] = mapped_column(Integer)
+    # The month of the same case's previous report: any, to the same platform.
+    prev_month: Mapped[int | None] = mapped_column(Integer)
+    prev_platform_month: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_report_threats_case", "case_id", "month", "platform", "responded_at", *_DIMS),
-        Index("ix_report_threats_month", "month", "platform", "responded_at", *_DIMS),
+        Index("ix_report_threats_month", "month", "platform", "responded_at", "prev_month", "prev_platform_month",
+              *_DIMS),
         *[Index(f"ix_report_threats_{by}_{time}" if by else f"ix_report_threats_{time}",
                 *dict.fromkeys([*([by] if by else []), time, "month", at, *_DIMS]))
           for time, at in (("answer_time", "responded_at"), ("removal_time", "removed_at"))

@@ -475,10 +475,10 @@ class _Reader:
         """Stage clocks stopped (met or late) within the period."""
         out: dict = {level: {} for level in ("cases", "fine", "stage", "stage_month", "journey", *TIMED_BREAKDOWNS)}
         in_period = " AND stop_month BETWEEN :first AND :last"
+        hint = " INDEXED BY ix_report_clocks_done" if self.sqlite else ""
         for stage, month, bin_, n, firsts in self.run(
-                "SELECT stage, stop_month, bin, COUNT(*), SUM(CASE WHEN prev_month IS NULL OR prev_month < :first "
-                "THEN 1 ELSE 0 END) FROM report_clocks WHERE stop_month BETWEEN :first AND :last AND bin IS NOT NULL"
-                f"{self.who} GROUP BY stage, stop_month, bin"):
+                f"SELECT stage, stop_month, bin, COUNT(*), {_first('prev_month', ':first')} FROM report_clocks{hint} "
+                f"WHERE stop_month BETWEEN :first AND :last AND bin IS NOT NULL{self.who} GROUP BY stage, stop_month, bin"):
             met = n if bin_ == "on_time" else 0
             out["fine"][(stage, self.month(month), bin_)] = Agg(n, None, met=met)
             for level, key, cases in (("cases", (stage,), firsts), ("stage", (stage,), None),
@@ -499,11 +499,12 @@ class _Reader:
                       stage=stage, month=int(month) + self.first)
         stages = ", ".join(f"'{s}'" for s in BROKEN_DOWN)
         by: dict[str, dict] = {dim: {} for dim in TIMED_BREAKDOWNS}
-        hint = " INDEXED BY ix_report_clocks_done" if self.sqlite else ""
-        for stage, *values, n, met in self.run(
-                f"SELECT stage, {', '.join(TIMED_BREAKDOWNS)}, COUNT(*), SUM(CASE WHEN bin = 'on_time' THEN 1 ELSE 0 END) "
-                f"FROM report_clocks{hint} WHERE stop_month BETWEEN :first AND :last AND bin IS NOT NULL "
-                f"AND stage IN ({stages}){self.who} GROUP BY stage, {', '.join(TIMED_BREAKDOWNS)}"):
+        hint = " INDEXED BY ix_report_clocks_who" if self.sqlite else ""
+        for stage, _, *values, n, met in self.run(
+                f"SELECT stage, stop_month, {', '.join(TIMED_BREAKDOWNS)}, COUNT(*), "
+                f"SUM(CASE WHEN bin = 'on_time' THEN 1 ELSE 0 END) FROM report_clocks{hint} WHERE stage IN ({stages}) "
+                f"AND stop_month BETWEEN :first AND :last AND bin IS NOT NULL{self.who} "
+                f"GROUP BY stage, stop_month, {', '.join(TIMED_BREAKDOWNS)}"):
             for dim, value in zip(TIMED_BREAKDOWNS, values, strict=True):
                 was = by[dim].get((stage, value), (0, 0))
                 by[dim][(stage, value)] = (was[0] + n, was[1] + met)
@@ -517,41 +518,55 @@ class _Reader:
     def requests(self) -> dict:
         """Requests received in the period, with their triage decision as of its end."""
         out: dict = {level: {} for level in ("all", "month", "outcome", "cell", "reason", "assignee", *BREAKDOWNS)}
-        outcome = "CASE WHEN triaged_at < :as_of THEN COALESCE(outcome, 'pending') ELSE 'pending' END"
-        reason = "CASE WHEN triaged_at < :as_of AND outcome = 'not_admitted' THEN reason END"
         where = f"FROM report_requests WHERE month BETWEEN :first AND :last{self.who}"
-        for month, result, why, n in self.run(f"SELECT month, {outcome}, {reason}, COUNT(*) {where} GROUP BY 1, 2, 3"):
-            for level, key in (("all", ()), ("month", (self.month(month),)), ("outcome", (result,)),
-                               ("cell", (self.month(month), result)), ("reason", (why,))):
-                _add(out[level], key, n)
-        for assignee, n in self.run(f"SELECT assignee, COUNT(*) {where} GROUP BY assignee"):
+        # Grouped in the order of an index each (no sort), by month first: added up here.
+        for month, result, why, n, decided in self.run(
+                f"SELECT month, outcome, reason, COUNT(*), SUM(CASE WHEN triaged_at < :as_of THEN 1 ELSE 0 END) "
+                f"{where} GROUP BY month, outcome, reason"):
+            month = self.month(month)
+            for outcome, count in ((result or "pending", decided), ("pending", n - decided)):
+                for level, key in (("all", ()), ("month", (month,)), ("outcome", (outcome,)), ("cell", (month, outcome)),
+                                   ("reason", (why if outcome == "not_admitted" else None,))):
+                    _add(out[level], key, count)
+        for _, assignee, n in self.run(f"SELECT month, assignee, COUNT(*) {where} GROUP BY month, assignee"):
             _add(out["assignee"], (assignee,), n)
-        for *values, n in self.run(f"SELECT {', '.join(BREAKDOWNS)}, COUNT(*) {where} GROUP BY {', '.join(BREAKDOWNS)}"):
-            for dim, value in zip(BREAKDOWNS, values, strict=True):
-                _add(out[dim], (value,), n)
+        hint = " INDEXED BY ix_report_requests_{}" if self.sqlite else ""
+        for dim, _, value, n in self.run(" UNION ALL ".join(
+                f"SELECT '{dim}', month, {dim}, COUNT(*) FROM report_requests{hint.format(dim)} WHERE month BETWEEN "
+                f":first AND :last{self.who} GROUP BY month, {dim}" for dim in BREAKDOWNS)):
+            _add(out[dim], (value,), n)
         return {level: {key: Agg(n, None) for key, n in groups.items()} for level, groups in out.items()}
 
     def measures(self) -> dict:
         """Measures decided in the period, and where they stood at its end."""
-        status = ("CASE WHEN implemented_at < :as_of THEN 'implemented' WHEN withdrawn_at < :as_of THEN 'withdrawn' "
-                  "ELSE 'pending' END")
-        where = f"FROM report_measures WHERE month BETWEEN :first AND :last{self.who}"
+        implemented, withdrawn = (f"({at_} IS NOT NULL AND {at_} < :as_of)" for at_ in ("implemented_at", "withdrawn_at"))
+        statuses = {"implemented": implemented, "withdrawn": f"NOT {implemented} AND {withdrawn}",
+                    "pending": f"NOT {implemented} AND NOT {withdrawn}"}
         counts: dict = {level: {} for level in ("all", "status", "authority", "authority_status", "kind",
                                                  "kind_status", "month", "s_authority", "s_kind", "s_month", "s_all")}
-        for month, authority, kind, st, n in self.run(
-                f"SELECT month, authority, kind, {status}, COUNT(*) {where} GROUP BY month, authority, kind, 4"):
+        cases: dict = {level: {} for level in ("all", "authority", "kind")}
+        sums = ", ".join(f"SUM(CASE WHEN {test} THEN 1 ELSE 0 END)" for test in statuses.values())
+        for month, authority, kind, *found in self.run(
+                f"SELECT month, authority, kind, {sums}, {_first('prev_month', ':first')}, "
+                f"{_first('prev_authority_month', ':first')}, {_first('prev_kind_month', ':first')} "
+                f"FROM report_measures WHERE month BETWEEN :first AND :last{self.who} GROUP BY month, authority, kind"):
             month = self.month(month)
-            for level, key in (("all", ()), ("status", (st,)), ("authority", (authority,)),
-                               ("authority_status", (authority, st)), ("kind", (kind,)), ("kind_status", (kind, st)),
-                               ("month", (month,))):
-                _add(counts[level], key, n)
-            if st == "implemented":
-                for level, key in (("s_authority", (authority,)), ("s_kind", (kind,)), ("s_month", (month,)),
-                                   ("s_all", ())):
+            for st, n in zip(statuses, found[:3], strict=True):
+                for level, key in (("all", ()), ("status", (st,)), ("authority", (authority,)),
+                                   ("authority_status", (authority, st)), ("kind", (kind,)), ("kind_status", (kind, st)),
+                                   ("month", (month,))):
                     _add(counts[level], key, n)
-        out = {level: {key: Agg(n, None) for key, n in groups.items()} for level, groups in counts.items()}
-        self.distinct_cases(out, "report_measures", "ix_report_measures_case", "month BETWEEN :first AND :last",
-                            {"status": status, "authority": "authority", "kind": "kind"})
+                if st == "implemented":
+                    for level, key in (("s_authority", (authority,)), ("s_kind", (kind,)), ("s_month", (month,)),
+                                       ("s_all", ())):
+                        _add(counts[level], key, n)
+            for level, key, first in zip(("all", "authority", "kind"), ((), (authority,), (kind,)), found[3:],
+                                         strict=True):
+                _add(cases[level], key, first)
+        out = {level: {key: Agg(n, cases[level].get(key) if level in cases else None) for key, n in groups.items()
+                       if n or level in cases} for level, groups in counts.items()}
+        self.case_flags(out, "report_measures", "ix_report_measures_case", "month BETWEEN :first AND :last",
+                        {("status", (st,)): test for st, test in statuses.items()})
         implemented = " AND month BETWEEN :first AND :last AND implemented_at < :as_of"
         for level, column, stats in (("s_authority", "authority", ("median", "p90", "worst")),
                                      ("s_kind", "kind", ("median", "p90", "worst")), ("s_month", "month", ("median",)),
@@ -566,23 +581,27 @@ class _Reader:
                               "spent", f" AND {column} = :value" + implemented, value=value)
         return out
 
-    def distinct_cases(self, out: dict, table: str, index: str, where: str, levels: dict[str, str]) -> None:
-        """The distinct cases of ``out["all"]`` and of every group of ``levels`` (level -> the SQL
-        of its key): each case's rows grouped along ``index`` (by case), flagged per group."""
-        flags: dict[tuple, str] = {("all", ()): "1"}
-        params = {}
-        for level, expression in levels.items():
-            for i, (value,) in enumerate(out[level]):
-                params[f"f_{level}_{i}"] = value
-                test = "IS NULL" if value is None else f"= :f_{level}_{i}"
-                flags[(level, (value,))] = f"CASE WHEN {expression} {test} THEN 1 ELSE 0 END"
+    def case_flags(self, out: dict, table: str, index: str, where: str, flags: dict[tuple, str],
+                   by: str | None = None) -> None:
+        """The distinct cases of groups whose rows depend on the time the figures are as of: each
+        case's rows grouped (along ``index``, by case, where it can), a flag per group (level and
+        key -> the SQL condition of its rows); ``by``: also per value of a column of the case
+        (every row of a case has the same), as the group (by,) of level ``by``."""
         hint = f" INDEXED BY {index}" if self.sqlite else ""
-        per_case = ", ".join(f"MAX({flag}) AS c{i}" for i, flag in enumerate(flags.values()))
-        found = self.run(f"SELECT {', '.join(f'SUM(c{i})' for i in range(len(flags)))} FROM (SELECT case_id, "
-                         f"{per_case} FROM {table}{hint} WHERE {where}{self.who} GROUP BY case_id) per_case", params)[0]
-        for (level, key), cases in zip(flags, found, strict=True):
+        names = list(flags)
+        per_case = "".join(f", MAX(CASE WHEN {flags[name]} THEN 1 ELSE 0 END) AS c{i}" for i, name in enumerate(names))
+        found = self.run(
+            f"SELECT {by or 'NULL'}, COUNT(*){''.join(f', SUM(c{i})' for i in range(len(names)))} FROM "
+            f"(SELECT case_id{', ' + by if by else ''}{per_case} FROM {table}{hint} WHERE {where}{self.who} "
+            f"GROUP BY case_id{', ' + by if by else ''}) per_case" + (f" GROUP BY {by}" if by else ""))
+        totals = [0] * len(names)
+        for value, cases, *sums in found:
+            if by and (value,) in out[by]:
+                out[by][(value,)] = dataclasses.replace(out[by][(value,)], cases=cases)
+            totals = [t + (n or 0) for t, n in zip(totals, sums, strict=True)]
+        for (level, key), cases in zip(names, totals, strict=True):
             if key in out[level]:
-                out[level][key] = dataclasses.replace(out[level][key], cases=cases or 0)
+                out[level][key] = dataclasses.replace(out[level][key], cases=cases)
 
     def waiting(self) -> dict:
         """Stage clocks still open at the end of the period (started before it, not stopped by then)."""
@@ -603,28 +622,49 @@ class _Reader:
                                ("assignee", (assignee,))):
                 _add(counts[level], key, n)
         out = {level: {key: Agg(n, None) for key, n in groups.items()} for level, groups in counts.items()}
-        self.distinct_cases(out, "report_clocks", "ix_report_clocks_open", open_,
-                            {"stage": "stage", "band": band, "assignee": "assignee"})
-        out["stage_age"] = {}
+        stages = {stage: f"s_{i}" for i, (stage,) in enumerate(out["stage"])}
+        self.params.update({name: stage for stage, name in stages.items()})
+        self.case_flags(out, "report_clocks", "ix_report_clocks_open", open_, {
+            ("all", ()): "1 = 1", **{("stage", (stage,)): f"stage = :{name}" for stage, name in stages.items()},
+            **{("band", key): f"{band} = '{key[0]}'" for key in out["band"]}}, by="assignee")
+        # Ages ranked among the few clocks open: one numbering of them, by stage, youngest first.
+        out["stage_age"] = {key: Agg(agg.n, None) for key, agg in out["stage"].items()}
+        wanted: dict[tuple, list[str]] = {}
         for (stage,), agg in out["stage"].items():
-            self.rank(out["stage_age"], (stage,), agg.n, ("median", "worst"), "report_clocks", "ix_report_clocks_age",
-                      "started_at", " AND stage = :stage AND " + open_, shown=age, descending=True, stage=stage)
+            for stat in ("median", "worst"):
+                wanted.setdefault((stage, (self.RANKS[stat] * agg.n + 99) // 100), []).append(stat)
+        if wanted:
+            ranks = " OR ".join(f"(stage = :{stages[stage]} AND n = {rank})" for stage, rank in wanted)
+            for stage, rank, value in self.run(
+                    f"SELECT stage, n, {age} FROM (SELECT stage, started_at, ROW_NUMBER() OVER (PARTITION BY stage "
+                    f"ORDER BY started_at DESC) AS n FROM report_clocks{hint} WHERE {open_}{self.who}) ranked "
+                    f"WHERE {ranks}"):
+                out["stage_age"][(stage,)] = dataclasses.replace(
+                    out["stage_age"][(stage,)], **dict.fromkeys(wanted[(stage, rank)], value))
         return out
 
     def threats(self) -> dict:
         """Online threats reported to their platform in the period, and the platform's answer by its end."""
         where = "month BETWEEN :first AND :last"
         counts: dict = {level: {} for level in ("all", "platform", "answered", "cell", "month")}
-        for platform, month, answered, n in self.run(
-                "SELECT platform, month, CASE WHEN responded_at < :as_of THEN 1 ELSE 0 END, COUNT(*) "
-                f"FROM report_threats WHERE {where}{self.who} GROUP BY 1, 2, 3"):
+        cases: dict = {level: {} for level in ("all", "platform", "month")}
+        for platform, month, answered, n, *firsts in self.run(
+                "SELECT platform, month, CASE WHEN responded_at < :as_of THEN 1 ELSE 0 END, COUNT(*), "
+                f"{_first('prev_month', ':first')}, {_first('prev_platform_month', ':first')}, "
+                f"{_first('prev_month', 'month')} FROM report_threats WHERE {where}{self.who} GROUP BY 1, 2, 3"):
             for level, key in (("all", ()), ("platform", (platform,)), ("answered", (str(answered),)),
                                ("cell", (platform, str(answered))), ("month", (self.month(month),))):
                 _add(counts[level], key, n)
-        out = {level: {key: Agg(n, None) for key, n in groups.items()} for level, groups in counts.items()}
-        self.distinct_cases(out, "report_threats", "ix_report_threats_case", where,
-                            {"platform": "platform", "answered": "CASE WHEN responded_at < :as_of THEN '1' ELSE '0' END",
-                             "month": f"CAST(month - {self.first} AS VARCHAR(4))"})
+            for level, key, first in zip(("all", "platform", "month"), ((), (platform,), (self.month(month),)),
+                                         firsts, strict=True):
+                _add(cases[level], key, first)
+        out = {level: {key: Agg(n, cases[level].get(key) if level in cases else 0) for key, n in groups.items()}
+               for level, groups in counts.items()}
+        self.params.update({f"p_{i}": p for i, (p, _) in enumerate(out["cell"])})
+        answered = {"1": "responded_at < :as_of", "0": "NOT (responded_at IS NOT NULL AND responded_at < :as_of)"}
+        self.case_flags(out, "report_threats", "ix_report_threats_case", where, {
+            **{("answered", (a,)): test for a, test in answered.items()},
+            **{("cell", (p, a)): f"platform = :p_{i} AND {answered[a]}" for i, (p, a) in enumerate(out["cell"])}})
         answered = {(k[0],): agg.n for k, agg in out["cell"].items() if k[1] == "1"}
         for level, time, at_, by, groups, stats in (
                 ("answer", "answer_time", "responded_at", "platform", answered, ("median", "p90")),
@@ -659,6 +699,12 @@ class _Reader:
                    ends if stop is None else min(max(stop - self.first, 0), ends))
             found[key] = found.get(key, 0) + n
         return [[*key, n] for key, n in found.items()]
+
+
+def _first(previous: str, since: str) -> str:
+    """SQL: how many rows are their case's first of their group since ``since`` (a month), by the
+    month of the case's previous row of the group (facts.py, ``_previous``)."""
+    return f"SUM(CASE WHEN {previous} IS NULL OR {previous} < {since} THEN 1 ELSE 0 END)"
 
 
 def _add(counts: dict, key: tuple, n: int) -> None:
