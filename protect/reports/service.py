@@ -1,9 +1,11 @@
 """Delay reports: how long protection takes, from the clocks and the timeline, in SQL.
 
-Everything is computed by aggregation in the database (GROUP BY, window
-functions), never by loading cases: a handful of statements whatever the
-number of cases (``build``). Python only arranges the aggregates into tables,
-adds margins up and applies the suppression rule (``suppression.py``).
+Everything is computed in the database, never by loading cases: counts by
+GROUP BY and order statistics by walking an index, over the report's own copy
+of the data (facts.py), in a fixed number of statements whatever the number
+of cases (``_Reader``). Python only adds the finest groups up into the
+coarser ones, arranges the aggregates into tables and applies the suppression
+rule (``suppression.py``).
 
 Definitions (also in the report's method notes, templates/reports/_method.html):
 
@@ -1159,8 +1161,8 @@ def term_text(duration: int, unit: str) -> str:
 def build(db: Session, viewer: User, period: Period, filters: Filters) -> Report:
     """The report for ``viewer``: suppressed for a donor, whole for a supervisor.
 
-    Its aggregates take seconds at 100,000 cases (bench/RESULTS.md, "reports"), so they are
-    kept (``PreparedReport``), shared by whoever asks for the same period and selection, and
+    Its aggregates take a second or two at 100,000 cases (bench/RESULTS.md, "reports"), so they
+    are kept (``PreparedReport``), shared by whoever asks for the same period and selection, and
     made again in the background when the data changes (``refresh``, from the sweeper). A
     look uses the kept aggregates while the data they came from is unchanged, or while they
     are younger than ``report_max_age_seconds`` (the report says "as of" when); else it makes
@@ -1187,7 +1189,7 @@ def build(db: Session, viewer: User, period: Period, filters: Filters) -> Report
 
 KEEP_UNASKED = timedelta(days=7)   # prepared reports nobody asked for this long are dropped
 ASKED_EVERY = timedelta(hours=1)   # how finely asked_at is kept: a write per look would be waste
-REFRESH_PER_RUN = 2                # most reports one sweep makes again (seconds each at 100,000 cases)
+REFRESH_PER_RUN = 2                # most reports one sweep makes again (a second or two each at 100,000 cases)
 # Raised whenever AGGREGATES or read_figures change what they keep: figures kept by an earlier
 # version are then never read (and dropped a week later), so an upgrade cannot misread them.
 FIGURES_FORMAT = 1
@@ -1243,10 +1245,12 @@ def prepare(db: Session, period: Period, filters: Filters, state: list, *, asked
 
 
 def refresh(db: Session) -> int:
-    """The sweeper's part: make again the kept reports whose data changed (the stalest first, at
-    most ``REFRESH_PER_RUN``, each at most every ``report_refresh_seconds``), and the default
-    report of every donor's scope and of the supervisors ahead of their first look; drop the
-    kept reports nobody asked for in ``KEEP_UNASKED``. Returns how many it made."""
+    """The sweeper's part: bring the report's copy of the data up to the data (so that a look
+    rarely has to), make again the kept reports whose data changed (the stalest first, at most
+    ``REFRESH_PER_RUN``, each at most every ``report_refresh_seconds``), and the default report of
+    every donor's scope and of the supervisors ahead of their first look; drop the kept reports
+    nobody asked for in ``KEEP_UNASKED``. Returns how many it made."""
+    facts.refresh(db)
     now, state = utcnow(), _data_state(db)
     every = timedelta(seconds=current_app.extensions["protect.settings"].report_refresh_seconds)
     db.execute(delete(PreparedReport).where(PreparedReport.asked_at < now - KEEP_UNASKED))

@@ -1,0 +1,133 @@
+"""The report's own copy of the data (protect/reports/facts.py): it follows the timeline case by
+case, is the same as one made from scratch, and is read along its indexes (on SQLite and
+PostgreSQL)."""
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from sqlalchemy import Integer, String, event, select, text
+
+from protect.accounts.models import User
+from protect.cases.models import CaseEvent
+from protect.deadlines.models import Clock
+from protect.extensions import UTCDateTime, db
+from protect.reports import facts, service
+from protect.reports.models import ClockFact, FactsMark, MeasureFact, RequestFact, ThreatFact
+from tests.reports.conftest import FEB, JAN, MAR, PERIOD
+
+MODELS = (ClockFact, RequestFact, MeasureFact, ThreatFact)
+
+
+def rows() -> dict:
+    """Every fact row, by kind, as plain tuples in key order."""
+    out = {}
+    for model in MODELS:
+        columns = [c for c in model.__table__.columns]
+        out[model.__tablename__] = sorted(tuple(row) for row in db.session.execute(select(*columns)))
+    return out
+
+
+def received(who: User) -> int:
+    report = service.build(db.session, who, PERIOD, service.Filters())
+    return report.tables["requests"].total.values[0].value
+
+
+def test_the_facts_follow_the_timeline_case_by_case(hand_made, population, frozen):
+    """A look brings the facts up to the new events: only the cases they belong to are read
+    again, and the result is what a rebuild from scratch gives."""
+    supervisor = hand_made["supervisor"]
+    assert facts.refresh(db.session) == "all"
+    assert facts.refresh(db.session) == "current"
+    before = received(supervisor)
+    # A new request, a measure decided and implemented on an old case, a platform's answer:
+    # each written with its event, as the workflow does.
+    new = population.case(FEB + timedelta(days=3), state="OAX", triage="ordinary")
+    old = db.session.execute(select(CaseEvent.case_id).where(CaseEvent.kind == "submitted")
+                             .order_by(CaseEvent.id)).scalars().first()
+    population.measure(db.session.get(type(new), old), "cameras", "state", JAN + timedelta(days=20),
+                       implemented=FEB + timedelta(days=2))
+    db.session.add(CaseEvent(case_id=old, kind="measure_implemented", at=FEB + timedelta(days=2), data={}))
+    population.clock(new, "triage", FEB + timedelta(days=3), FEB + timedelta(days=3, hours=2))
+    db.session.commit()
+    frozen.advance(minutes=16)  # (kept figures are shown again for 15 minutes)
+    assert facts.refresh(db.session) == "cases"
+    assert received(supervisor) == before + 1
+    incremental = rows()
+    db.session.execute(text("DELETE FROM report_facts_mark"))
+    db.session.commit()
+    assert facts.refresh(db.session) == "all"
+    assert rows() == incremental
+
+
+def test_clocks_replayed_without_an_event_make_everything_again(hand_made, population):
+    assert facts.refresh(db.session) == "all"
+    case = population.case(JAN + timedelta(days=2))
+    db.session.commit()
+    assert facts.refresh(db.session) == "cases"
+    population.clock(case, "triage", JAN + timedelta(days=2), JAN + timedelta(days=2, hours=1))  # no event
+    db.session.commit()
+    assert facts.refresh(db.session) == "all"
+    assert db.session.execute(select(ClockFact.clock_id).where(ClockFact.case_id == case.id)).scalars().all()
+
+
+def test_a_refresh_another_one_claimed_first_leaves_the_facts_to_it(hand_made, population, app):
+    """Two refreshes at once (two workers, or a look and the sweeper): the mark is claimed by
+    its edition, and the one that finds it taken makes nothing."""
+    assert facts.refresh(db.session) == "all"
+    case = population.case(JAN + timedelta(days=4))
+    db.session.commit()
+    edition = db.session.get(FactsMark, facts.MARK).edition
+    # Another refresh claims the mark between this one's read of it and its claim.
+    claimed: list[int] = []
+
+    def claim_first(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("UPDATE REPORT_FACTS_MARK") and not claimed:
+            claimed.append(1)
+            cursor.execute("UPDATE report_facts_mark SET edition = edition + 1")
+    event.listen(db.engine, "before_cursor_execute", claim_first)
+    try:
+        assert facts.refresh(db.session) == "current"
+    finally:
+        event.remove(db.engine, "before_cursor_execute", claim_first)
+    # (Here the other claim is undone with this one's transaction: the mark and facts as they were.)
+    assert db.session.get(FactsMark, facts.MARK).edition == edition
+    assert db.session.get(RequestFact, case.id) is None
+    assert facts.refresh(db.session) == "cases" and db.session.get(RequestFact, case.id) is not None
+
+
+def test_the_facts_hold_no_name_and_no_text(hand_made):
+    """Codes, times and numbers only: nothing typed by a person can reach them."""
+    facts.refresh(db.session)
+    for model in MODELS:
+        for column in model.__table__.columns:
+            kind = column.type
+            assert isinstance(kind, Integer | UTCDateTime) or (isinstance(kind, String) and kind.length <= 40), column
+    for (case,) in db.session.execute(select(RequestFact.case_id)):
+        assert re.fullmatch(r"[0-9a-f]{32}", case)
+
+
+def test_percentiles_walk_an_index_and_counts_read_one(hand_made, database_url):
+    """On SQLite (whose plans can be read back): no order statistic sorts its group, and the
+    counts of the large families read a covering index, with no sort for their grouping."""
+    if not database_url.startswith("sqlite"):
+        return
+    facts.refresh(db.session)
+    seen: list[tuple[str, object]] = []
+
+    def record(conn, cursor, statement, parameters, *args):
+        seen.append((statement, parameters))
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        service.read_figures(db.session, service.Ask(PERIOD, service.Filters(states=("VER", "OAX")), MAR))
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    db.session.commit()
+    raw = db.session.connection().connection.dbapi_connection
+    ranks = [(s, p) for s, p in seen if "LIMIT 1 OFFSET" in s]
+    counts = [(s, p) for s, p in seen if re.match(r"\s*SELECT (stage, stop_month|month, authority|month, outcome)", s)]
+    assert ranks and len(counts) == 4
+    for statement, parameters in ranks + counts:
+        plan = " / ".join(row[3] for row in raw.execute("EXPLAIN QUERY PLAN " + statement, parameters))
+        assert "TEMP B-TREE" not in plan and "COVERING INDEX" in plan, plan
+    assert db.session.execute(select(Clock.id)).first()  # (the population has clocks to rank)
