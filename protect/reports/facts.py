@@ -9,8 +9,8 @@ percentile is one walk along an index (``LIMIT 1 OFFSET rank - 1``) and a count 
 whatever the period and selection. Codes and times only: no name, no text.
 
 They follow the data: every change a report can see writes a case event, so ``refresh`` makes
-again the rows of the cases with events newer than its mark, and all of them when the deadline
-policies or the facts' format changed, or clocks were added without an event (a replay).
+again the rows of the cases with events newer than its mark, and all of them the first time,
+when the facts' format changed, or when clocks were added without an event (a replay).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from .sql import at, bucket, local_midnight, seconds_between
 FORMAT = 1            # raised when what a fact row holds changes: every row is then made again
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)  # the open_until of a clock still running
 MARK = "facts"
+CASES_PER_BATCH = 500   # cases whose rows are made again in one statement each
 # How late a late stage was, as a multiple of its legal term: upper bounds.
 LATE_BINS = {"x2": (2, _l("Up to 2 times the term")), "x4": (4, _l("2 to 4 times")),
              "x8": (8, _l("4 to 8 times")), "more": (None, _l("More than 8 times"))}
@@ -69,9 +70,10 @@ def _who():
             func.coalesce(Case.gender, UNSTATED).label("gender")]
 
 
-def _of(cases):
-    """Every submitted case, or those of ``cases`` (a query of case ids)."""
-    return [Case.submitted_at.is_not(None)] + ([] if cases is None else [Case.id.in_(cases)])
+def _of(cases, case_id=Case.id):
+    """Every submitted case, or those of ``cases`` (case ids), asked of the source table's own
+    case column (``case_id``): its index finds their rows without reading the others."""
+    return [Case.submitted_at.is_not(None)] + ([] if cases is None else [case_id.in_(cases)])
 
 
 def _clocks(months, cases):
@@ -88,7 +90,7 @@ def _clocks(months, cases):
         sql_case((done, sql_case((Clock.state == "met", "on_time"), *late, else_="more"))).label("bin"),
         sql_case((done, seconds_between(Clock.stopped_at, Case.submitted_at))).label("journey"),
         sql_case((done, 1), else_=0).label("done"), Clock.stopped_at, *_who(), Case.assignee_id.label("assignee"),
-    ).join(Case, Case.id == Clock.case_id).where(*_of(cases)).subquery()
+    ).join(Case, Case.id == Clock.case_id).where(*_of(cases, Clock.case_id)).subquery()
     # The previous stop of the same stage and case, among the stops that count (met or late).
     previous = func.lag(rows.c.stop_month).over(partition_by=[rows.c.case_id, rows.c.stage, rows.c.done],
                                                  order_by=[rows.c.stopped_at, rows.c.clock_id])
@@ -102,7 +104,8 @@ def _requests(months, cases):
     triaged = (select(CaseEvent.case_id, func.min(CaseEvent.at).label("at"),
                       func.max(CaseEvent.data["procedure"].as_string()).label("procedure"),
                       func.max(CaseEvent.data["reason"].as_string()).label("reason"))
-               .where(CaseEvent.kind == "triaged").group_by(CaseEvent.case_id).subquery())
+               .where(CaseEvent.kind == "triaged", *([] if cases is None else [CaseEvent.case_id.in_(cases)]))
+               .group_by(CaseEvent.case_id).subquery())
     query = (select(Case.id, Case.submitted_at, _month_of(Case.submitted_at, *months), triaged.c.at,
                     triaged.c.procedure,
                     sql_case((triaged.c.procedure == "not_admitted", func.coalesce(triaged.c.reason, "other"))),
@@ -129,7 +132,7 @@ def _measures(months, cases):
                     Measure.implemented_at, Measure.withdrawn_at,
                     sql_case((Measure.implemented_at.is_not(None),
                               seconds_between(Measure.implemented_at, Measure.decided_at))).label("spent"), *_who())
-             .join(Case, Case.id == Measure.case_id).where(*_of(cases)))
+             .join(Case, Case.id == Measure.case_id).where(*_of(cases, Measure.case_id)))
     return MeasureFact, _previous(query, "decided_at", {"prev_month": [], "prev_authority_month": ["authority"],
                                                         "prev_kind_month": ["kind"]}), \
         ["measure_id", "case_id", "authority", "kind", "decided_at", "month", "implemented_at", "withdrawn_at", "spent",
@@ -143,7 +146,7 @@ def _threats(months, cases):
                     seconds_between(OnlineThreat.responded_at, OnlineThreat.reported_at).label("answer_time"),
                     seconds_between(OnlineThreat.removed_at, OnlineThreat.reported_at).label("removal_time"), *_who())
              .join(Case, Case.id == OnlineThreat.case_id)
-             .where(*_of(cases), OnlineThreat.reported_at.is_not(None)))
+             .where(*_of(cases, OnlineThreat.case_id), OnlineThreat.reported_at.is_not(None)))
     return ThreatFact, _previous(query, "reported_at", {"prev_month": [], "prev_platform_month": ["platform"]}), \
         ["threat_id", "case_id", "platform", "reported_at", "month", "responded_at", "removed_at", "answer_time",
          "removal_time", *WHO, "prev_month", "prev_platform_month"]
@@ -184,13 +187,12 @@ def refresh(db: Session) -> str:
                                  .values(edition=mark.edition + 1, **values))):
         db.rollback()  # another refresh claimed it first
         return "current"
-    changed = None if everything else select(CaseEvent.case_id).where(CaseEvent.id > since).distinct()
     first = db.execute(select(func.min(Case.submitted_at))).scalar()
     now_month = month_no(local_month(utcnow()))
     months = (month_no(local_month(first)) if first else now_month, now_month + 1)
-    for kind in KINDS:
-        model, query, columns = kind(months, changed)
-        if changed is None:
+    if everything:
+        for kind in KINDS:
+            model, query, columns = kind(months, None)
             # Indexes made once over the whole table are several times faster than kept row by row.
             indexes = model.__table__.indexes
             for index in indexes:
@@ -199,16 +201,22 @@ def refresh(db: Session) -> str:
             db.execute(insert(model).from_select(columns, query))
             for index in indexes:
                 index.create(db.connection())
-        else:
-            db.execute(delete(model).where(model.case_id.in_(changed)))
-            db.execute(insert(model).from_select(columns, query))
+    else:
+        # The ids of the cases with new events (no more: codes to look rows up by), a batch at a time.
+        changed = db.execute(select(CaseEvent.case_id).where(CaseEvent.id > since).distinct()).scalars().all()
+        for start in range(0, len(changed), CASES_PER_BATCH):
+            batch = changed[start:start + CASES_PER_BATCH]
+            for kind in KINDS:
+                model, query, columns = kind(months, batch)
+                db.execute(delete(model).where(model.case_id.in_(batch)))
+                db.execute(insert(model).from_select(columns, query))
     db.commit()
-    if changed is None and db.get_bind().dialect.name == "postgresql":
+    if everything and db.get_bind().dialect.name == "postgresql":
         # Fresh statistics for the planner, and pages marked all-visible for index-only scans
         # (else every index entry the report walks is checked against its table row).
         with db.get_bind().engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(text("VACUUM ANALYZE report_clocks, report_requests, report_measures, report_threats"))
-    return "all" if changed is None else "cases"
+    return "all" if everything else "cases"
 
 
 def local_month(moment: datetime) -> date:
