@@ -1192,7 +1192,7 @@ def build(db: Session, viewer: User, period: Period, filters: Filters) -> Report
 KEEP_UNASKED = timedelta(days=7)   # prepared reports nobody asked for this long are dropped
 ASKED_EVERY = timedelta(hours=1)   # how finely asked_at is kept: a write per look would be waste
 REFRESH_PER_RUN = 2                # most reports one sweep makes again (a second or two each at 100,000 cases)
-# Raised whenever AGGREGATES or read_figures change what they keep: figures kept by an earlier
+# Raised whenever read_figures changes what it keeps: figures kept by an earlier
 # version are then never read (and dropped a week later), so an upgrade cannot misread them.
 FIGURES_FORMAT = 1
 
