@@ -95,6 +95,9 @@ def _ping_if_idle(dbapi_connection, record, _proxy) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("SELECT 1")
         cursor.close()
+        # The ping's implicit transaction ends here: a connection leaves the pool idle (one in a
+        # transaction cannot be switched to autocommit, as the reports' VACUUM does).
+        dbapi_connection.rollback()
     except Exception as exc:
         # The pool replaces the connection and checks out another (SQLAlchemy's own recipe).
         raise DisconnectionError() from exc

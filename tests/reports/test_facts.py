@@ -131,3 +131,13 @@ def test_percentiles_walk_an_index_and_counts_read_one(hand_made, database_url):
         plan = " / ".join(row[3] for row in raw.execute("EXPLAIN QUERY PLAN " + statement, parameters))
         assert "TEMP B-TREE" not in plan and "COVERING INDEX" in plan, plan
     assert db.session.execute(select(Clock.id)).first()  # (the population has clocks to rank)
+
+
+def test_a_pinged_connection_leaves_the_pool_idle(hand_made, monkeypatch):
+    """The pool tries a connection idle for a while before handing it out; the try must not leave
+    a transaction open, or the full refresh's VACUUM (PostgreSQL, autocommit) cannot run on it."""
+    import protect
+    monkeypatch.setattr(protect, "IDLE_BEFORE_PING", 0.0)   # every checkout tries its connection
+    assert facts.refresh(db.session) == "all"
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        assert connection.execute(text("SELECT 1")).scalar() == 1
