@@ -164,10 +164,11 @@ def data_state(db: Session) -> tuple[int | None, int, int | None]:
     return row[0], row[1], row[2]
 
 
-def refresh(db: Session) -> str:
+def refresh(db: Session, state: list | None = None) -> str:
     """Bring the facts up to the data, committed: "current" (nothing to do, or another refresh
-    is doing it), "cases" (the rows of the cases with new events made again) or "all"."""
-    event_id, clocks, _ = data_state(db)
+    is doing it), "cases" (the rows of the cases with new events made again) or "all".
+    ``state``: ``data_state`` as the caller just read it."""
+    event_id, clocks, _ = state or data_state(db)
     mark = db.get(FactsMark, MARK)
     if mark is not None and (mark.event_id, mark.clocks, mark.format) == (event_id, clocks, FORMAT):
         db.commit()

@@ -358,11 +358,11 @@ class Agg:
 NONE = Agg()
 AGG_FIELDS = len(dataclasses.fields(Agg))
 
-def read_figures(db: Session, ask: Ask) -> dict:
+def read_figures(db: Session, ask: Ask, state: list | None = None) -> dict:
     """Every aggregate the report of ``ask`` is made of, read from the report's copy of the data
     (brought up to the data first), as JSON: per family and level, rows of [*group keys, *Agg];
     and the clocks open at the month ends."""
-    facts.refresh(db)
+    facts.refresh(db, state)
     if db.get_bind().dialect.name == "postgresql":
         # For this transaction only: JIT compiling these statements costs more than it saves,
         # and the groupings by case fit in memory instead of spilling to disk.
@@ -403,7 +403,6 @@ class _Rank:
     params: dict
     rank: int
     n: int
-    shown: str     # what is read of the row found (the value itself, or an age from it)
 
 
 class _Reader:
@@ -446,14 +445,12 @@ class _Reader:
         return str(no - self.first)
 
     def rank(self, found: dict, key: tuple, n: int, stats: tuple[str, ...], table: str, index: str,
-             column: str, where: str = "", *, shown: str | None = None, descending: bool = False, **params) -> None:
-        """Ask for order statistics of the ``n`` values of a group (``descending``: the values
-        rank in the reverse order of ``column``, as ages do of start times)."""
+             column: str, where: str = "", **params) -> None:
+        """Ask for order statistics of the ``n`` values of ``column`` in a group."""
         found[key] = dataclasses.replace(found.get(key, Agg(cases=None)), n=n)
         for stat in stats if n else ():
-            rank = (self.RANKS[stat] * n + 99) // 100
             self.wanted.append(_Rank(found, key, stat, table, index, column, where, params,
-                                     n + 1 - rank if descending else rank, n, shown or column))
+                                     (self.RANKS[stat] * n + 99) // 100, n))
 
     def read_ranks(self) -> None:
         """Every order statistic asked for: a few hundred index walks to a statement."""
@@ -468,7 +465,7 @@ class _Reader:
                 hint = f" INDEXED BY {w.index}" if self.sqlite else ""
                 # The upper ranks are found from the top: the shorter walk.
                 order, offset = ("DESC", w.n - w.rank) if 2 * w.rank > w.n else ("ASC", w.rank - 1)
-                parts.append(f"SELECT {i} AS i, (SELECT {w.shown} FROM {w.table}{hint} WHERE {w.value} IS NOT NULL"
+                parts.append(f"SELECT {i} AS i, (SELECT {w.value} FROM {w.table}{hint} WHERE {w.value} IS NOT NULL"
                              f"{where}{self.who} ORDER BY {w.value} {order} LIMIT 1 OFFSET {offset}) AS v")
             for i, v in self.run(" UNION ALL ".join(parts), params):
                 w = wanted[start + i]
@@ -1237,7 +1234,7 @@ def prepare(db: Session, period: Period, filters: Filters, state: list, *, asked
     ask = Ask(period, filters, _as_of(period, now))
     values = {"key": _prepared_key(period, filters), "first": period.first, "last": period.last,
               "filters": filters.as_dict(), "as_of": ask.as_of, "data_state": state,
-              "figures": read_figures(db, ask), "made_at": now, "asked_at": now}
+              "figures": read_figures(db, ask, state), "made_at": now, "asked_at": now}
     dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
     again = ["as_of", "data_state", "figures", "made_at"] + (["asked_at"] if asked else [])
     db.execute(dialect.insert(PreparedReport).values(values)
