@@ -28,7 +28,7 @@ from ..extensions import Session, rowcount, utcnow
 from .models import ClockFact, FactsMark, MeasureFact, RequestFact, ThreatFact
 from .sql import at, bucket, local_midnight, seconds_between
 
-FORMAT = 1            # raised when what a fact row holds changes: every row is then made again
+FORMAT = 2            # raised when what a fact row holds changes: every row is then made again
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)  # the open_until of a clock still running
 MARK = "facts"
 CASES_PER_BATCH = 500   # cases whose rows are made again in one statement each
@@ -94,10 +94,14 @@ def _clocks(months, cases):
     # The previous stop of the same stage and case, among the stops that count (met or late).
     previous = func.lag(rows.c.stop_month).over(partition_by=[rows.c.case_id, rows.c.stage, rows.c.done],
                                                  order_by=[rows.c.stopped_at, rows.c.clock_id])
+    # The latest end of the same case's clocks started before this one.
+    open_before = func.max(rows.c.open_until).over(partition_by=rows.c.case_id,
+                                                   order_by=[rows.c.started_at, rows.c.clock_id], rows=(None, -1))
     columns = ["clock_id", "case_id", "stage", "started_at", "open_until", "start_month", "stop_month", "spent",
                "bin", "journey"]
     return ClockFact, select(*[rows.c[c] for c in columns], sql_case((rows.c.done == 1, previous)),
-                             *[rows.c[c] for c in WHO + ["assignee"]]), columns + ["prev_month", *WHO, "assignee"]
+                             *[rows.c[c] for c in WHO + ["assignee"]], open_before), \
+        columns + ["prev_month", *WHO, "assignee", "prev_open"]
 
 
 def _requests(months, cases):

@@ -66,7 +66,9 @@ class FactsMark(Model):
 class ClockFact(_Who, Model):
     """A deadline clock. ``spent``, ``bin`` (on_time if met) and ``journey`` only once it stopped,
     met or late (not cancelled); ``prev_month``: the month of the same case's previous such stop of the
-    same stage (a stop is its case's first in a period that starts after that month)."""
+    same stage (a stop is its case's first in a period that starts after that month); ``prev_open``:
+    the latest open_until of the same case's clocks started before it (a clock open at a moment is
+    its case's first open then unless that is later)."""
 
     __tablename__ = "report_clocks"
 
@@ -82,6 +84,7 @@ class ClockFact(_Who, Model):
     journey: Mapped[int | None] = mapped_column(Integer)
     prev_month: Mapped[int | None] = mapped_column(Integer)
     assignee: Mapped[str | None] = mapped_column(String(32))
+    prev_open: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_report_clocks_case", "case_id"),
@@ -92,7 +95,9 @@ class ClockFact(_Who, Model):
         Index("ix_report_clocks_journey", "stage", "journey", "stop_month", *_DIMS),
         *[Index(f"ix_report_clocks_{dim}_spent", "stage", dim, "spent", "stop_month",
                 *[d for d in _DIMS if d != dim]) for dim in _DIMS],
-        Index("ix_report_clocks_open", "open_until", "started_at", "stage", "case_id", "assignee", *_DIMS),
+        Index("ix_report_clocks_open", "open_until", "started_at", "stage", "start_month", "assignee", "prev_open",
+              "case_id", *_DIMS),
+        Index("ix_report_clocks_started", "stage", "start_month", "started_at", "open_until", *_DIMS),
         Index("ix_report_clocks_months", "stage", "start_month", "stop_month", *_DIMS))
 
 

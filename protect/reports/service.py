@@ -26,11 +26,12 @@ Definitions (also in the report's method notes, templates/reports/_method.html):
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import NamedTuple
 
 from flask import current_app
 from flask_babel import get_locale, gettext, ngettext
@@ -51,6 +52,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import case as sql_case
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session as OrmSession
 
 from ..accounts.models import User
 from ..audit import service as audit
@@ -343,9 +345,9 @@ FAMILIES = {"done": _done, "waiting": _waiting, "requests": _requests, "measures
             "threats": _threats}
 
 
-@dataclass(frozen=True)
-class Agg:
-    """One group's figures: rows, distinct cases; or the order statistics of a value (nearest rank)."""
+class Agg(NamedTuple):
+    """One group's figures: rows, distinct cases; or the order statistics of a value (nearest rank).
+    (A tuple: tens of thousands are made and kept per report.)"""
 
     n: int = 0
     cases: int | None = 0   # None: not counted at this level
@@ -356,26 +358,33 @@ class Agg:
 
 
 NONE = Agg()
-AGG_FIELDS = len(dataclasses.fields(Agg))
+AGG_FIELDS = len(Agg._fields)
 
 def read_figures(db: Session, ask: Ask, state: list | None = None) -> dict:
     """Every aggregate the report of ``ask`` is made of, read from the report's copy of the data
     (brought up to the data first), as JSON: per family and level, rows of [*group keys, *Agg];
     and the clocks open at the month ends."""
     facts.refresh(db, state)
-    if db.get_bind().dialect.name == "postgresql":
-        # For this transaction only: JIT compiling these statements costs more than it saves,
-        # and the groupings by case fit in memory instead of spilling to disk.
-        db.execute(text("SET LOCAL jit = off"))
-        db.execute(text("SET LOCAL work_mem = '64MB'"))
-    reader = _Reader(db, ask)
-    found = {"done": reader.done(), "waiting": reader.waiting(), "requests": reader.requests(),
-             "measures": reader.measures(), "threats": reader.threats()}
-    reader.read_ranks()
-    figures: dict = {name: {level: [[*key, *dataclasses.astuple(agg)] for key, agg in groups.items()]
-                            for level, groups in levels.items()} for name, levels in found.items()}
-    figures["open_at"] = reader.open_at()
+    # The database's work is most of a report made afresh: its two halves run at once, the
+    # second on a connection of its own (both backends run two readers on two cores).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        apart = pool.submit(_read_apart, db.get_bind(), ask, SECOND_HALF)
+        found = _Reader(db, ask).read(FIRST_HALF)
+        found.update(apart.result())
+    figures: dict = {name: {level: [[*key, *agg] for key, agg in groups.items()] for level, groups in levels.items()}
+                     for name, levels in found.items() if name != "open_at"}
+    figures["open_at"] = found["open_at"]
     return figures
+
+
+# The families of figures read on each connection: the halves take about as long.
+FIRST_HALF = ("done", "waiting", "open_at")
+SECOND_HALF = ("requests", "measures", "threats")
+
+
+def _read_apart(bind, ask: Ask, families: tuple[str, ...]) -> dict:
+    with OrmSession(bind) as session:
+        return _Reader(session, ask).read(families)
 
 
 def _thaw(figures: dict) -> dict:
@@ -391,7 +400,9 @@ def _thaw(figures: dict) -> dict:
 @dataclass(frozen=True)
 class _Rank:
     """An order statistic wanted: of the ``n`` values of ``value`` in ``table`` where ``where`` (with
-    ``params``) holds, along ``index``, the one of rank ``rank``; it goes to ``found[key].stat``."""
+    ``params``) holds, along ``index``, the one of rank ``rank``; it goes to ``found[key].stat``.
+    ``by``: the column the index orders them by, if not ``value`` itself (``reverse``: the value
+    grows as it falls)."""
 
     found: dict
     key: tuple
@@ -403,6 +414,11 @@ class _Rank:
     params: dict
     rank: int
     n: int
+    by: str | None = None
+    reverse: bool = False
+
+
+RANKS_PER_STATEMENT = 50
 
 
 class _Reader:
@@ -435,6 +451,17 @@ class _Reader:
         self.who = "".join(who)
         self.wanted: list[_Rank] = []
 
+    def read(self, families: tuple[str, ...]) -> dict:
+        """The figures of ``families`` (names of methods), with the order statistics they ask for."""
+        if not self.sqlite:
+            # For this transaction only: JIT compiling these statements costs more than it saves,
+            # and the groupings by case fit in memory instead of spilling to disk.
+            self.db.execute(text("SET LOCAL jit = off"))
+            self.db.execute(text("SET LOCAL work_mem = '64MB'"))
+        found = {name: getattr(self, name)() for name in families}
+        self.read_ranks()
+        return found
+
     def run(self, sql: str, params: dict | None = None):
         params = {**self.params, **(params or {})}
         statement = text(sql).bindparams(*[bindparam(k, type_=UTCDateTime()) for k, v in params.items()
@@ -447,7 +474,7 @@ class _Reader:
     def rank(self, found: dict, key: tuple, n: int, stats: tuple[str, ...], table: str, index: str,
              column: str, where: str = "", **params) -> None:
         """Ask for order statistics of the ``n`` values of ``column`` in a group."""
-        found[key] = dataclasses.replace(found.get(key, Agg(cases=None)), n=n)
+        found[key] = found.get(key, Agg(cases=None))._replace(n=n)
         for stat in stats if n else ():
             self.wanted.append(_Rank(found, key, stat, table, index, column, where, params,
                                      (self.RANKS[stat] * n + 99) // 100, n))
@@ -455,21 +482,25 @@ class _Reader:
     def read_ranks(self) -> None:
         """Every order statistic asked for: a few hundred index walks to a statement."""
         wanted, self.wanted = self.wanted, []
-        for start in range(0, len(wanted), 400):   # (SQLite takes at most 500 selects in a compound)
+        # PostgreSQL plans a compound of several hundred subqueries in more time than it takes to run
+        # them (220 ms for 400, 20 ms for 140): a few dozen to a statement.
+        for start in range(0, len(wanted), RANKS_PER_STATEMENT):
             parts, params = [], {}
-            for i, w in enumerate(wanted[start:start + 400]):
+            for i, w in enumerate(wanted[start:start + RANKS_PER_STATEMENT]):
                 where = w.where
                 for name, v in w.params.items():
                     where = where.replace(f":{name}", f":r{i}_{name}")
                     params[f"r{i}_{name}"] = v
                 hint = f" INDEXED BY {w.index}" if self.sqlite else ""
                 # The upper ranks are found from the top: the shorter walk.
-                order, offset = ("DESC", w.n - w.rank) if 2 * w.rank > w.n else ("ASC", w.rank - 1)
-                parts.append(f"SELECT {i} AS i, (SELECT {w.value} FROM {w.table}{hint} WHERE {w.value} IS NOT NULL"
-                             f"{where}{self.who} ORDER BY {w.value} {order} LIMIT 1 OFFSET {offset}) AS v")
+                top, offset = (True, w.n - w.rank) if 2 * w.rank > w.n else (False, w.rank - 1)
+                by = w.by or w.value
+                parts.append(f"SELECT {i} AS i, (SELECT {w.value} FROM {w.table}{hint} WHERE {by} IS NOT NULL"
+                             f"{where}{self.who} ORDER BY {by} {'DESC' if top != w.reverse else 'ASC'} "
+                             f"LIMIT 1 OFFSET {offset}) AS v")
             for i, v in self.run(" UNION ALL ".join(parts), params):
                 w = wanted[start + i]
-                w.found[w.key] = dataclasses.replace(w.found[w.key], **{w.stat: v})
+                w.found[w.key] = w.found[w.key]._replace(**{w.stat: v})
 
     # -- the families ---------------------------------------------------------------------
     def done(self) -> dict:
@@ -582,27 +613,39 @@ class _Reader:
                               "spent", f" AND {column} = :value" + implemented, value=value)
         return out
 
-    def case_flags(self, out: dict, table: str, index: str, where: str, flags: dict[tuple, str],
-                   by: str | None = None) -> None:
-        """The distinct cases of groups whose rows depend on the time the figures are as of: each
-        case's rows grouped (along ``index``, by case, where it can), a flag per group (level and
-        key -> the SQL condition of its rows); ``by``: also per value of a column of the case
-        (every row of a case has the same), as the group (by,) of level ``by``."""
+    def case_flags(self, out: dict, table: str, index: str, where: str, flags: dict[tuple, str]) -> None:
+        """The distinct cases of groups whose rows depend on the time the figures are as of, where
+        most cases have several rows: each case's rows grouped (along ``index``, by case), a flag
+        per group (level and key -> the SQL condition of its rows)."""
         hint = f" INDEXED BY {index}" if self.sqlite else ""
         names = list(flags)
         per_case = "".join(f", MAX(CASE WHEN {flags[name]} THEN 1 ELSE 0 END) AS c{i}" for i, name in enumerate(names))
-        found = self.run(
-            f"SELECT {by or 'NULL'}, COUNT(*){''.join(f', SUM(c{i})' for i in range(len(names)))} FROM "
-            f"(SELECT case_id{', ' + by if by else ''}{per_case} FROM {table}{hint} WHERE {where}{self.who} "
-            f"GROUP BY case_id{', ' + by if by else ''}) per_case" + (f" GROUP BY {by}" if by else ""))
-        totals = [0] * len(names)
-        for value, cases, *sums in found:
-            if by and (value,) in out[by]:
-                out[by][(value,)] = dataclasses.replace(out[by][(value,)], cases=cases)
-            totals = [t + (n or 0) for t, n in zip(totals, sums, strict=True)]
-        for (level, key), cases in zip(names, totals, strict=True):
+        found = self.run(f"SELECT {', '.join(f'SUM(c{i})' for i in range(len(names)))} FROM "
+                         f"(SELECT case_id{per_case} FROM {table}{hint} WHERE {where}{self.who} GROUP BY case_id) per_case")
+        for (level, key), cases in zip(names, found[0], strict=True):
             if key in out[level]:
-                out[level][key] = dataclasses.replace(out[level][key], cases=cases)
+                out[level][key] = out[level][key]._replace(cases=cases or 0)
+
+    def repeats(self, cases: dict, table: str, where: str, repeated: str, columns: dict[str, str],
+                levels: dict[str, tuple[str, ...]]) -> None:
+        """The distinct cases of groups whose rows depend on the time the figures are as of, where
+        few cases have several rows: ``cases`` (level -> key -> rows) less the rows of a case past
+        its first in the group. Only the cases with a row that ``repeated`` says is not its case's
+        first where ``where`` holds are read: their rows grouped by ``columns`` (name -> SQL);
+        ``levels``: level -> the columns of its key."""
+        names = list(columns)
+        grouping = ", ".join(str(i) for i in range(1, len(names) + 2))
+        hint = f" INDEXED BY ix_{table}_case" if self.sqlite else ""
+        at = {level: [names.index(d) for d in dims] for level, dims in levels.items()}
+        within: dict[tuple, int] = {}   # (level, case, *key) -> the case's rows in the group
+        for case_id, *values, n in self.run(
+                f"SELECT case_id, {', '.join(columns.values())}, COUNT(*) FROM {table}{hint} WHERE {where}{self.who} "
+                f"AND case_id IN (SELECT case_id FROM {table} WHERE {where} AND {repeated}{self.who}) "
+                f"GROUP BY {grouping}"):
+            for level, positions in at.items():
+                _add(within, (level, case_id, *[values[i] for i in positions]), n)
+        for (level, _, *key), n in within.items():
+            cases[level][tuple(key)] -= n - 1
 
     def waiting(self) -> dict:
         """Stage clocks still open at the end of the period (started before it, not stopped by then)."""
@@ -615,33 +658,31 @@ class _Reader:
                             for key, (limit, _) in AGE_BANDS.items() if limit})
         open_ = "open_until >= :as_of AND started_at < :as_of"
         counts: dict = {level: {} for level in ("all", "stage", "band", "cell", "assignee")}
+        started: dict[str, dict[int, int]] = {}   # stage -> month started -> clocks
         hint = " INDEXED BY ix_report_clocks_open" if self.sqlite else ""
-        for stage, in_band, assignee, n in self.run(
-                f"SELECT stage, {band}, assignee, COUNT(*) FROM report_clocks{hint} WHERE {open_}{self.who} "
-                "GROUP BY 1, 2, 3"):
+        for stage, month, in_band, assignee, n in self.run(
+                f"SELECT stage, start_month, {band}, assignee, COUNT(*) FROM report_clocks{hint} WHERE {open_}{self.who} "
+                "GROUP BY 1, 2, 3, 4"):
             for level, key in (("all", ()), ("stage", (stage,)), ("band", (in_band,)), ("cell", (stage, in_band)),
                                ("assignee", (assignee,))):
                 _add(counts[level], key, n)
-        out = {level: {key: Agg(n, None) for key, n in groups.items()} for level, groups in counts.items()}
-        stages = {stage: f"s_{i}" for i, (stage,) in enumerate(out["stage"])}
-        self.params.update({name: stage for stage, name in stages.items()})
-        self.case_flags(out, "report_clocks", "ix_report_clocks_open", open_, {
-            ("all", ()): "1 = 1", **{("stage", (stage,)): f"stage = :{name}" for stage, name in stages.items()},
-            **{("band", key): f"{band} = '{key[0]}'" for key in out["band"]}}, by="assignee")
-        # Ages ranked among the few clocks open: one numbering of them, by stage, youngest first.
+            _add(started.setdefault(stage, {}), month, n)
+        cases = {level: dict(counts[level]) for level in ("all", "stage", "band", "assignee")}
+        self.repeats(cases, "report_clocks", open_, "prev_open >= :as_of",
+                     {"stage": "stage", "band": band, "assignee": "assignee"},
+                     {"all": (), "stage": ("stage",), "band": ("band",), "assignee": ("assignee",)})
+        out = {level: {key: Agg(n, cases[level][key] if level in cases else None) for key, n in groups.items()}
+               for level, groups in counts.items()}
+        # Ages, youngest first: the month the clock of that rank started in, by the counts, then
+        # one walk among that month's clocks.
         out["stage_age"] = {key: Agg(agg.n, None) for key, agg in out["stage"].items()}
-        wanted: dict[tuple, list[str]] = {}
         for (stage,), agg in out["stage"].items():
             for stat in ("median", "worst"):
-                wanted.setdefault((stage, (self.RANKS[stat] * agg.n + 99) // 100), []).append(stat)
-        if wanted:
-            ranks = " OR ".join(f"(stage = :{stages[stage]} AND n = {rank})" for stage, rank in wanted)
-            for stage, rank, value in self.run(
-                    f"SELECT stage, n, {age} FROM (SELECT stage, started_at, ROW_NUMBER() OVER (PARTITION BY stage "
-                    f"ORDER BY started_at DESC) AS n FROM report_clocks{hint} WHERE {open_}{self.who}) ranked "
-                    f"WHERE {ranks}"):
-                out["stage_age"][(stage,)] = dataclasses.replace(
-                    out["stage_age"][(stage,)], **dict.fromkeys(wanted[(stage, rank)], value))
+                month, rank, n = _within((self.RANKS[stat] * agg.n + 99) // 100,
+                                         sorted(started[stage].items(), reverse=True))
+                self.wanted.append(_Rank(out["stage_age"], (stage,), stat, "report_clocks", "ix_report_clocks_started",
+                                         age, f" AND stage = :stage AND start_month = :month AND {open_}",
+                                         {"stage": stage, "month": month}, rank, n, by="started_at", reverse=True))
         return out
 
     def threats(self) -> dict:
@@ -649,23 +690,23 @@ class _Reader:
         where = "month BETWEEN :first AND :last"
         counts: dict = {level: {} for level in ("all", "platform", "answered", "cell", "month")}
         cases: dict = {level: {} for level in ("all", "platform", "month")}
-        for platform, month, answered, n, *firsts in self.run(
-                "SELECT platform, month, CASE WHEN responded_at < :as_of THEN 1 ELSE 0 END, COUNT(*), "
+        answer = "CASE WHEN responded_at < :as_of THEN '1' ELSE '0' END"
+        for platform, month, is_answered, n, *firsts in self.run(
+                f"SELECT platform, month, {answer}, COUNT(*), "
                 f"{_first('prev_month', ':first')}, {_first('prev_platform_month', ':first')}, "
                 f"{_first('prev_month', 'month')} FROM report_threats WHERE {where}{self.who} GROUP BY 1, 2, 3"):
-            for level, key in (("all", ()), ("platform", (platform,)), ("answered", (str(answered),)),
-                               ("cell", (platform, str(answered))), ("month", (self.month(month),))):
+            for level, key in (("all", ()), ("platform", (platform,)), ("answered", (is_answered,)),
+                               ("cell", (platform, is_answered)), ("month", (self.month(month),))):
                 _add(counts[level], key, n)
             for level, key, first in zip(("all", "platform", "month"), ((), (platform,), (self.month(month),)),
                                          firsts, strict=True):
                 _add(cases[level], key, first)
-        out = {level: {key: Agg(n, cases[level].get(key) if level in cases else 0) for key, n in groups.items()}
+        distinct = {level: dict(counts[level]) for level in ("answered", "cell")}
+        self.repeats(distinct, "report_threats", where, "prev_month >= :first",
+                     {"platform": "platform", "answered": answer},
+                     {"answered": ("answered",), "cell": ("platform", "answered")})
+        out = {level: {key: Agg(n, (cases if level in cases else distinct)[level][key]) for key, n in groups.items()}
                for level, groups in counts.items()}
-        self.params.update({f"p_{i}": p for i, (p, _) in enumerate(out["cell"])})
-        answered = {"1": "responded_at < :as_of", "0": "NOT (responded_at IS NOT NULL AND responded_at < :as_of)"}
-        self.case_flags(out, "report_threats", "ix_report_threats_case", where, {
-            **{("answered", (a,)): test for a, test in answered.items()},
-            **{("cell", (p, a)): f"platform = :p_{i} AND {answered[a]}" for i, (p, a) in enumerate(out["cell"])}})
         answered = {(k[0],): agg.n for k, agg in out["cell"].items() if k[1] == "1"}
         for level, time, at_, by, groups, stats in (
                 ("answer", "answer_time", "responded_at", "platform", answered, ("median", "p90")),
@@ -706,6 +747,16 @@ def _first(previous: str, since: str) -> str:
     """SQL: how many rows are their case's first of their group since ``since`` (a month), by the
     month of the case's previous row of the group (facts.py, ``_previous``)."""
     return f"SUM(CASE WHEN {previous} IS NULL OR {previous} < {since} THEN 1 ELSE 0 END)"
+
+
+def _within(rank: int, groups: list[tuple[int, int]]) -> tuple[int, int, int]:
+    """Of ``groups`` (key, rows) in order, the one that holds the row of ``rank``: its key, the
+    rank within it, and its rows."""
+    for key, n in groups:
+        if rank <= n:
+            return key, rank, n
+        rank -= n
+    raise ValueError(rank)
 
 
 def _add(counts: dict, key: tuple, n: int) -> None:

@@ -14,7 +14,9 @@ from protect.deadlines.models import Clock
 from protect.extensions import UTCDateTime, db
 from protect.reports import facts, service
 from protect.reports.models import ClockFact, FactsMark, MeasureFact, RequestFact, ThreatFact
-from tests.reports.conftest import FEB, JAN, MAR, PERIOD
+from tests.reports.conftest import FEB, JAN, MAR, PERIOD, utc
+
+H, D = 3600, 86400
 
 MODELS = (ClockFact, RequestFact, MeasureFact, ThreatFact)
 
@@ -141,3 +143,45 @@ def test_a_pinged_connection_leaves_the_pool_idle(hand_made, monkeypatch):
     assert facts.refresh(db.session) == "all"
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         assert connection.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_a_case_counts_once_among_the_clocks_open_and_the_platform_answers(population, make_account):
+    """Distinct cases in groups that depend on the end of the period, where a case has several
+    rows in one: the clocks open then, and the platform reports answered by then or not."""
+    cw1, cw2 = (db.session.get(User, make_account("caseworker").id) for _ in range(2))
+    p = population
+    a, b, c = (p.case(utc(2025, 12, day), assignee=cw) for day, cw in ((1, cw1), (2, cw1), (3, cw2)))
+    # Open at the end (MAR): a's two triages and its risk assessment, b's two triages (one stops
+    # only after the end), c's review. a's appeal stopped before.
+    for case, stage, started, stopped in (
+            (a, "triage", utc(2026, 1, 5), None), (a, "triage", utc(2026, 2, 10), None),
+            (a, "risk_assessment", utc(2026, 1, 20), None), (a, "appeal", utc(2025, 12, 5), utc(2026, 1, 2)),
+            (b, "triage", utc(2026, 2, 20), None), (b, "triage", utc(2025, 12, 20), MAR + timedelta(days=9)),
+            (c, "review", utc(2026, 2, 25), None)):
+        p.clock(case, stage, started, stopped)
+    # Reported in the period: a three times to Facebook (two answered by the end) and once to X
+    # (answered), and once before the period; b once to Facebook, answered only after the end.
+    for case, platform, reported, responded in (
+            (a, "facebook", utc(2026, 1, 3), utc(2026, 1, 4)), (a, "facebook", utc(2026, 2, 3), None),
+            (a, "facebook", utc(2026, 2, 15), utc(2026, 2, 16)), (a, "x", utc(2026, 1, 8), utc(2026, 1, 9)),
+            (a, "facebook", utc(2025, 12, 10), utc(2025, 12, 11)),
+            (b, "facebook", utc(2026, 1, 10), MAR + timedelta(days=4))):
+        p.threat(case, platform, reported, responded=responded)
+    db.session.commit()
+    figures = service._thaw(service.read_figures(db.session, service.Ask(PERIOD, service.Filters(), MAR)))
+
+    def rows_and_cases(family: str, level: str) -> dict:
+        return {key: (agg.n, agg.cases) for key, agg in figures[family][level].items()}
+    assert rows_and_cases("waiting", "all") == {(): (6, 3)}
+    assert rows_and_cases("waiting", "stage") == {("triage",): (4, 2), ("risk_assessment",): (1, 1),
+                                                  ("review",): (1, 1)}
+    # Ages at the end: triages 9, 19, 55 and 71 days (and the 6 hours to Mexico City's midnight).
+    assert rows_and_cases("waiting", "band") == {("week",): (1, 1), ("weeks",): (2, 2), ("months",): (3, 2)}
+    assert rows_and_cases("waiting", "assignee") == {(cw1.id,): (5, 2), (cw2.id,): (1, 1)}
+    triage, risk = figures["waiting"]["stage_age"][("triage",)], figures["waiting"]["stage_age"][("risk_assessment",)]
+    assert (triage.median, triage.worst, risk.median, risk.worst) == (19 * D + 6 * H, 71 * D + 6 * H,
+                                                                      40 * D + 6 * H, 40 * D + 6 * H)
+    assert rows_and_cases("threats", "answered") == {("1",): (3, 1), ("0",): (2, 2)}
+    assert rows_and_cases("threats", "cell") == {("facebook", "1"): (2, 1), ("facebook", "0"): (2, 2),
+                                                 ("x", "1"): (1, 1)}
+    assert rows_and_cases("threats", "all") == {(): (5, 2)}
