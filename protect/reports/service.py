@@ -599,18 +599,14 @@ class _Reader:
                        if n or level in cases} for level, groups in counts.items()}
         self.case_flags(out, "report_measures", "ix_report_measures_case", "month BETWEEN :first AND :last",
                         {("status", (st,)): test for st, test in statuses.items()})
-        implemented = " AND month BETWEEN :first AND :last AND implemented_at < :as_of"
         for level, column, stats in (("s_authority", "authority", ("median", "p90", "worst")),
                                      ("s_kind", "kind", ("median", "p90", "worst")), ("s_month", "month", ("median",)),
                                      ("s_all", None, ("median", "p90", "worst"))):
             for key, agg in list(out[level].items()):
-                if column is None:
-                    self.rank(out[level], key, agg.n, stats, "report_measures", "ix_report_measures_spent", "spent",
-                              implemented)
-                else:
-                    value = int(key[0]) + self.first if column == "month" else key[0]
-                    self.rank(out[level], key, agg.n, stats, "report_measures", f"ix_report_measures_{column}_spent",
-                              "spent", f" AND {column} = :value" + implemented, value=value)
+                value = int(key[0]) + self.first if column == "month" else key[0] if column else None
+                self.rank(out[level], key, agg.n, stats, "report_measures",
+                          f"ix_report_measures_{column}_spent" if column else "ix_report_measures_spent", "spent",
+                          _group_in_period(column) + " AND implemented_at < :as_of", value=value)
         return out
 
     def case_flags(self, out: dict, table: str, index: str, where: str, flags: dict[tuple, str]) -> None:
@@ -719,7 +715,7 @@ class _Reader:
                 value = int(key[0]) + self.first if by == "month" else key[0] if by else None
                 self.rank(out[level], key, n, stats, "report_threats",
                           f"ix_report_threats_{by}_{time}" if by else f"ix_report_threats_{time}", time,
-                          (f" AND {by} = :value" if by else "") + f" AND {where} AND {at_} < :as_of", value=value)
+                          _group_in_period(by) + f" AND {at_} < :as_of", value=value)
         return out
 
     def count_answered(self, time: str, at_: str, by: str | None) -> dict:
@@ -741,6 +737,15 @@ class _Reader:
                    ends if stop is None else min(max(stop - self.first, 0), ends))
             found[key] = found.get(key, 0) + n
         return [[*key, n] for key, n in found.items()]
+
+
+def _group_in_period(column: str | None) -> str:
+    """SQL: the rows of a group (``column`` = :value, or all) of a month in the period. A group of
+    one month says only that: with the period's range beside it, SQLite may read the range and
+    sort the month's rows instead of walking them in order."""
+    if column == "month":
+        return " AND month = :value"
+    return (f" AND {column} = :value" if column else "") + " AND month BETWEEN :first AND :last"
 
 
 def _first(previous: str, since: str) -> str:
