@@ -3,9 +3,9 @@
 Everything is computed in the database, never by loading cases: counts by
 GROUP BY and order statistics by walking an index, over the report's own copy
 of the data (facts.py), in a fixed number of statements whatever the number
-of cases (``_Reader``). Python only adds the finest groups up into the
-coarser ones, arranges the aggregates into tables and applies the suppression
-rule (``suppression.py``).
+of cases (``_Reader``), half of them on a second connection at once. Python
+only adds the finest groups up into the coarser ones, arranges the aggregates
+into tables and applies the suppression rule (``suppression.py``).
 
 Definitions (also in the report's method notes, templates/reports/_method.html):
 
@@ -366,7 +366,9 @@ def read_figures(db: Session, ask: Ask, state: list | None = None) -> dict:
     and the clocks open at the month ends."""
     facts.refresh(db, state)
     # The database's work is most of a report made afresh: its two halves run at once, the
-    # second on a connection of its own (both backends run two readers on two cores).
+    # second on a connection of its own (both backends run two readers on two cores). Each half
+    # reads one snapshot, so a refresh committed between their starts shows in one only; every
+    # sum the suppression relies on lies within one family, hence within one half.
     with ThreadPoolExecutor(max_workers=1) as pool:
         apart = pool.submit(_read_apart, db.get_bind(), ask, SECOND_HALF)
         found = _Reader(db, ask).read(FIRST_HALF)
@@ -452,14 +454,20 @@ class _Reader:
         self.wanted: list[_Rank] = []
 
     def read(self, families: tuple[str, ...]) -> dict:
-        """The figures of ``families`` (names of methods), with the order statistics they ask for."""
-        if not self.sqlite:
+        """The figures of ``families`` (names of methods), with the order statistics they ask for,
+        in one transaction of their own (a snapshot of the data on both backends)."""
+        self.db.commit()
+        if self.sqlite:
+            self.db.execute(text("BEGIN"))   # (the driver would read each statement apart)
+        else:
+            self.db.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
             # For this transaction only: JIT compiling these statements costs more than it saves,
             # and the groupings by case fit in memory instead of spilling to disk.
             self.db.execute(text("SET LOCAL jit = off"))
             self.db.execute(text("SET LOCAL work_mem = '64MB'"))
         found = {name: getattr(self, name)() for name in families}
         self.read_ranks()
+        self.db.commit()
         return found
 
     def run(self, sql: str, params: dict | None = None):
@@ -1216,7 +1224,7 @@ def term_text(duration: int, unit: str) -> str:
 def build(db: Session, viewer: User, period: Period, filters: Filters) -> Report:
     """The report for ``viewer``: suppressed for a donor, whole for a supervisor.
 
-    Its aggregates take a second or two at 100,000 cases (bench/RESULTS.md, "reports"), so they
+    Its aggregates take most of a second at 100,000 cases (bench/RESULTS.md, "reports"), so they
     are kept (``PreparedReport``), shared by whoever asks for the same period and selection, and
     made again in the background when the data changes (``refresh``, from the sweeper). A
     look uses the kept aggregates while the data they came from is unchanged, or while they
@@ -1244,7 +1252,7 @@ def build(db: Session, viewer: User, period: Period, filters: Filters) -> Report
 
 KEEP_UNASKED = timedelta(days=7)   # prepared reports nobody asked for this long are dropped
 ASKED_EVERY = timedelta(hours=1)   # how finely asked_at is kept: a write per look would be waste
-REFRESH_PER_RUN = 2                # most reports one sweep makes again (a second or two each at 100,000 cases)
+REFRESH_PER_RUN = 2                # most reports one sweep makes again (under a second each at 100,000 cases)
 # Raised whenever read_figures changes what it keeps: figures kept by an earlier
 # version are then never read (and dropped a week later), so an upgrade cannot misread them.
 FIGURES_FORMAT = 1

@@ -243,3 +243,32 @@ def test_a_case_counts_once_among_the_clocks_open_and_the_platform_answers(popul
     assert rows_and_cases("threats", "cell") == {("facebook", "1"): (2, 1), ("facebook", "0"): (2, 2),
                                                  ("x", "1"): (1, 1)}
     assert rows_and_cases("threats", "all") == {(): (5, 2)}
+
+
+def test_each_half_of_the_figures_reads_one_snapshot(hand_made, population):
+    """A refresh that commits while the figures are being read shows in none of a family's
+    statements or in all of them: here a request added between two of its counts."""
+    facts.refresh(db.session)
+    late = population.case(FEB + timedelta(days=2), state="GRO", triage="ordinary")
+    db.session.commit()
+    facts.refresh(db.session)
+    row = {c.name: v for c, v in zip(RequestFact.__table__.columns, db.session.execute(
+        select(*RequestFact.__table__.columns).where(RequestFact.case_id == late.id)).one(), strict=True)}
+    db.session.execute(RequestFact.__table__.delete().where(RequestFact.case_id == late.id))
+    db.session.commit()
+    added, engine = [], db.engine
+
+    def meanwhile(conn, cursor, statement, *args):   # (on the connection of the half that reads requests)
+        if not added and re.match(r"\s*SELECT month, assignee", statement):
+            added.append(statement)
+            with engine.begin() as other:
+                other.execute(RequestFact.__table__.insert().values(row))
+    event.listen(db.engine, "before_cursor_execute", meanwhile)
+    try:
+        figures = service._thaw(service.read_figures(db.session, service.Ask(PERIOD, service.Filters(), MAR)))
+    finally:
+        event.remove(db.engine, "before_cursor_execute", meanwhile)
+    requests = figures["requests"]
+    assert added
+    assert requests["all"][()].n == sum(agg.n for agg in requests["assignee"].values()) == sum(
+        agg.n for agg in requests["state"].values())
