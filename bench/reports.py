@@ -334,15 +334,16 @@ def report(results: dict, made: dict, rounds: int) -> None:
           "How the look found its report:\n")
     for mode, meaning in MODES.items():
         print(f"- {mode}: {meaning}")
-    print("\n| backend | viewer | period | page afresh | page kept | page / 1 s | page again "
+    print("\n| backend | viewer | period | page afresh | afresh / 1 s | page kept | page again "
           "| PDF kept | PDF / 5 s | PDF again | CSV kept | JSON kept | statements (afresh / kept) |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for backend, rows in results.items():
         for r in rows:
-            page, pdf = r["page kept"]["median_s"], r["pdf kept"]["median_s"]
-            print(f"| {backend} | {r['viewer']} | {r['period']} | {r['page afresh']['median_s']:.2f} | {page:.2f} | "
+            # The page's target is judged made afresh, the slowest way a look can find its report.
+            page, pdf = r["page afresh"]["median_s"], r["pdf kept"]["median_s"]
+            print(f"| {backend} | {r['viewer']} | {r['period']} | {page:.2f} | "
                   f"{page / TARGETS['page']:.2f}{'' if page <= TARGETS['page'] else ' **missed**'} | "
-                  f"{r['page again']['median_s']:.2f} | {pdf:.2f} | "
+                  f"{r['page kept']['median_s']:.2f} | {r['page again']['median_s']:.2f} | {pdf:.2f} | "
                   f"{pdf / TARGETS['pdf']:.2f}{'' if pdf <= TARGETS['pdf'] else ' **missed**'} | "
                   f"{r['pdf again']['median_s']:.2f} | "
                   f"{r['csv kept']['median_s']:.2f} | {r['json kept']['median_s']:.2f} | "
