@@ -488,7 +488,7 @@ class _Reader:
                                      (self.RANKS[stat] * n + 99) // 100, n))
 
     def read_ranks(self) -> None:
-        """Every order statistic asked for: a few hundred index walks to a statement."""
+        """Every order statistic asked for: fifty index walks to a statement."""
         wanted, self.wanted = self.wanted, []
         # PostgreSQL plans a compound of several hundred subqueries in more time than it takes to run
         # them (220 ms for 400, 20 ms for 140): a few dozen to a statement.
